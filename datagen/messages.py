@@ -1,0 +1,54 @@
+"""The chat text of a trajectory: system prompt, user turn, assistant turns and observations.
+
+One formatter for everyone: the SFT rows, the RL prompts and the code tool of the RL rollouts
+all produce their text here, so what a model is trained on is what it later sees.
+"""
+
+from __future__ import annotations
+
+from datagen.records import Step, Trajectory
+from datagen.sandbox import CellResult
+from datagen.templates import render
+
+__all__ = ["assistant_text", "observation_text", "sft_messages", "system_prompt", "user_text"]
+
+
+def system_prompt() -> str:
+    """The system message: the CodeDance sandbox contract."""
+    return render("system_prompt.j2")
+
+
+def user_text(question: str) -> str:
+    """The user turn: the image token, then the question."""
+    return render("user_turn.j2", question=question)
+
+
+def assistant_text(step: Step) -> str:
+    """``<think>…</think>`` then a ``<code>`` block or an ``<answer>``."""
+    return render("assistant_turn.j2", think=step.think, code=step.code, answer=step.answer)
+
+
+def observation_text(result: CellResult) -> str:
+    """The ``<tool_response>`` user turn for one executed cell, one ``<image>`` per image."""
+    return render(
+        "observation.j2",
+        status=result.status,
+        stdout=result.stdout.rstrip("\n"),
+        stderr=result.stderr.rstrip("\n"),
+        images=len(result.images),
+        error_type=result.error_type,
+        message=result.error_message,
+    )
+
+
+def sft_messages(traj: Trajectory) -> tuple[list[dict[str, str]], list[bytes]]:
+    """Messages and images of a trajectory, images in the order of their ``<image>`` tokens."""
+    messages = [{"role": "system", "content": traj.system},
+                {"role": "user", "content": traj.user}]
+    images = [traj.task.scene.image]
+    for turn in traj.turns:
+        messages.append({"role": "assistant", "content": assistant_text(turn.step)})
+        if turn.result is not None:
+            messages.append({"role": "user", "content": observation_text(turn.result)})
+            images.extend(turn.result.images)
+    return messages, images

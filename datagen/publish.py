@@ -1,0 +1,190 @@
+"""Publishing: dedup across shards, then a folder in Hub layout with a data card.
+
+    OUT/README.md                      the card; its YAML ``configs:`` make
+                                       ``load_dataset(OUT, "sft")`` work
+    OUT/data/sft-00000-of-0000N.parquet  rows with embedded images
+    OUT/rejects.jsonl                  every rejected trajectory with its reason
+    OUT/stats.json                     the numbers of the card, for scripts
+
+The data folder is written beside the old one and swapped in, so a reader never sees a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets.info import DatasetInfo, DatasetInfosDict
+from datasets.splits import SplitDict, SplitInfo
+from huggingface_hub import DatasetCardData
+
+from datagen import GENERATOR_VERSION
+from datagen.atomic import public_mode, write_text
+from datagen.config import BuildConfig
+from datagen.dedup import Deduper
+from datagen.records import SFT_FEATURES
+from datagen.shards import ShardSummary, shard_files
+from datagen.templates import render
+
+__all__ = ["PublishReport", "count_publishable", "publish"]
+
+ROWS_PER_FILE = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class PublishReport:
+    """What was published and the numbers behind it."""
+
+    out: Path
+    rows: int
+    files: list[str]
+    stats: dict[str, Any]
+
+
+Position = tuple[int, int]  # (shard index, row in shard)
+
+
+def _select(cfg: BuildConfig, shards: list[ShardSummary]) -> tuple[list[Position],
+                                                                   list[tuple[Position, str]]]:
+    """Rows to publish, in shard order, and the duplicates dropped on the way (with keys)."""
+    dedup = Deduper()
+    picked: list[Position] = []
+    dups: list[tuple[Position, str]] = []
+    for s in shards:
+        for i, key in enumerate(s.keys):
+            if len(picked) == cfg.n:
+                return picked, dups
+            if dedup.admit(key):
+                picked.append((s.index, i))
+            else:
+                dups.append(((s.index, i), key))
+    return picked, dups
+
+
+def count_publishable(cfg: BuildConfig, shards: list[ShardSummary]) -> int:
+    """How many rows the finished shards would publish (at most ``cfg.n``)."""
+    return len(_select(cfg, shards)[0])
+
+
+def publish(cfg: BuildConfig, shards: list[ShardSummary]) -> PublishReport:
+    """Write the dataset folder from the finished ``shards`` (ordered by index)."""
+    shards = sorted(shards, key=lambda s: s.index)
+    picked, dups = _select(cfg, shards)
+    by_shard: dict[int, list[int]] = {}
+    for shard, row in picked:
+        by_shard.setdefault(shard, []).append(row)
+    tables = [pq.read_table(shard_files(cfg, i)[0]).take(pa.array(rows, pa.int64()))
+              for i, rows in by_shard.items()]
+    table = pa.concat_tables(tables) if tables else None
+
+    out = cfg.out
+    staging = Path(tempfile.mkdtemp(prefix=".data-", dir=out))
+    public_mode(staging, directory=True)
+    n_files = max(1, -(-len(picked) // ROWS_PER_FILE))
+    files = []
+    for k in range(n_files):
+        name = f"{cfg.split}-{k:05d}-of-{n_files:05d}.parquet"
+        if table is not None:
+            pq.write_table(table.slice(k * ROWS_PER_FILE, ROWS_PER_FILE), staging / name)
+        files.append(f"data/{name}")
+    _swap_in(staging, out / "data")
+
+    rejects = _merge_rejects(cfg, shards, dups)
+    stats = _stats(cfg, shards, table, len(dups), rejects)
+    write_text(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True))
+    info_yaml = _dataset_info_yaml(cfg.split, table, [out / f for f in files])
+    write_text(out / "README.md", render("sft_card.md.j2", kind="data_cards", s=stats,
+                                         split=cfg.split, dataset_info=info_yaml) + "\n")
+    return PublishReport(out=out, rows=len(picked), files=files, stats=stats)
+
+
+def _dataset_info_yaml(split: str, table: pa.Table | None, files: list[Path]) -> str:
+    """The card's ``dataset_info`` block: features, row count and sizes.
+
+    Besides telling the Hub viewer the schema, it makes ``load_dataset`` notice a rebuild: its
+    cache key for a local folder hashes this block, not the parquet files, so without it a
+    rebuilt folder would load the previous build's rows from the cache.
+    """
+    splits = SplitDict()
+    num_bytes = table.nbytes if table is not None else 0
+    splits.add(SplitInfo(name="train", num_bytes=num_bytes,
+                         num_examples=table.num_rows if table is not None else 0))
+    info = DatasetInfo(features=SFT_FEATURES, splits=splits, config_name=split,
+                       download_size=sum(f.stat().st_size for f in files if f.exists()),
+                       dataset_size=num_bytes)
+    card_data = DatasetCardData()
+    DatasetInfosDict({split: info}).to_dataset_card_data(card_data)
+    return card_data.to_yaml()
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    old = None
+    if target.exists():
+        old = target.with_name(f".old-{target.name}-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _merge_rejects(cfg: BuildConfig, shards: list[ShardSummary],
+                   dups: list[tuple[Position, str]]) -> Counter[str]:
+    """Concatenate the shards' rejects, plus one record per duplicate dropped here."""
+    reasons: Counter[str] = Counter()
+    lines: list[str] = []
+    for s in shards:
+        text = shard_files(cfg, s.index)[1].read_text()
+        lines.extend(ln for ln in text.splitlines() if ln)
+        reasons.update({r: n for r, n in s.reasons.items() if r != "verified"})
+    for (shard, row), key in dups:
+        lines.append(json.dumps({"reason": "duplicate", "shard": shard, "row": row, "key": key},
+                                sort_keys=True))
+    if dups:
+        reasons["duplicate"] += len(dups)
+    write_text(cfg.out / "rejects.jsonl", "".join(ln + "\n" for ln in lines))
+    return reasons
+
+
+def _stats(cfg: BuildConfig, shards: list[ShardSummary], table: pa.Table | None, dups: int,
+           reasons: Counter[str]) -> dict[str, Any]:
+    cols = table.select(["task_type", "difficulty", "style", "answer_type"]).to_pydict() \
+        if table is not None else {"task_type": [], "difficulty": [], "style": [],
+                                   "answer_type": []}
+    tasks = sum(s.tasks for s in shards)
+    verified = sum(s.kept for s in shards)
+    cells = [c for s in shards for c in s.cell_seconds]
+    kinds = Counter(t.split(".")[1] for t in cols["task_type"])
+    return {
+        "split": cfg.split,
+        "family": cfg.family,
+        "rows": len(cols["task_type"]),
+        "requested": cfg.n,
+        "scenes": sum(s.scenes for s in shards),
+        "tasks": tasks,
+        "verified": verified,
+        "acceptance_rate": round(verified / tasks, 4) if tasks else 0.0,
+        "duplicates": dups,
+        "reject_reasons": dict(sorted(reasons.items())),
+        "by_task_type": dict(sorted(Counter(cols["task_type"]).items())),
+        "by_chart_kind": dict(sorted(kinds.items())),
+        "by_difficulty": dict(sorted(Counter(cols["difficulty"]).items())),
+        "by_style": dict(sorted(Counter(cols["style"]).items())),
+        "by_answer_type": dict(sorted(Counter(cols["answer_type"]).items())),
+        "median_cell_seconds": round(statistics.median(cells), 4) if cells else None,
+        "sandbox_mode": shards[0].sandbox_mode if shards else "none",
+        "teacher": cfg.teacher,
+        "seed": cfg.seed,
+        "shards": len(shards),
+        "content_key": cfg.content_key(),
+        "generator_version": GENERATOR_VERSION,
+        "command": cfg.command,
+    }

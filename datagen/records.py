@@ -1,0 +1,132 @@
+"""The record types every stage passes along, and the Hugging Face features of the published rows.
+
+Scene → Task → Trajectory flow through the pipeline as plain slotted dataclasses; only at the end
+are they turned into SFT rows (``sft_row``) whose schema is ``SFT_FEATURES``, identical on every
+shard so that parquet files concatenate and trainers read one schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import datasets
+
+from datagen.sandbox import CellResult
+
+__all__ = [
+    "AnswerType",
+    "Scene",
+    "Task",
+    "Step",
+    "Turn",
+    "Trajectory",
+    "SFT_FEATURES",
+    "stable_id",
+]
+
+AnswerType = Literal["number", "integer", "choice", "yesno", "text"]
+
+
+def stable_id(*parts: object) -> str:
+    """A short hash of ``parts`` that is the same on every machine and every run."""
+    text = "\x1f".join(str(p) for p in parts)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class Scene:
+    """An image and its exact spec: ground truth is read from ``spec``, never from pixels."""
+
+    id: str
+    family: str
+    kind: str
+    seed: int
+    image: bytes  # PNG
+    spec: dict[str, Any]
+    difficulty: str
+
+
+@dataclass(slots=True)
+class Task:
+    """A scene with one question and its gold answer."""
+
+    id: str
+    scene: Scene
+    task_type: str
+    question: str
+    answer: str
+    answer_type: AnswerType
+    tolerance: float
+    difficulty: str
+    ops: tuple[str, ...]
+    # What a solver must know about the question (target categories, threshold, options).
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Step:
+    """One assistant turn: think text, then either a code cell or the final answer."""
+
+    think: str
+    code: str | None = None
+    answer: str | None = None
+
+
+@dataclass(slots=True)
+class Turn:
+    """A step and, if it had code, what the sandbox returned for it."""
+
+    step: Step
+    result: CellResult | None = None
+
+
+@dataclass(slots=True)
+class Trajectory:
+    """The whole exchange for one task."""
+
+    task: Task
+    system: str
+    user: str
+    turns: list[Turn]
+    teacher: str
+    style: str
+    ops: tuple[str, ...]
+
+    @property
+    def final_answer(self) -> str | None:
+        """The answer of the last turn, if the teacher gave one."""
+        return self.turns[-1].step.answer if self.turns else None
+
+
+_MESSAGE = {"role": datasets.Value("string"), "content": datasets.Value("string")}
+_CELL = {
+    "status": datasets.Value("string"),
+    "error_type": datasets.Value("string"),
+}
+
+SFT_FEATURES = datasets.Features(
+    {
+        "id": datasets.Value("string"),
+        "family": datasets.Value("string"),
+        "task_type": datasets.Value("string"),
+        "difficulty": datasets.Value("string"),
+        "messages": datasets.List(_MESSAGE),
+        "images": datasets.List(datasets.Image()),
+        "question": datasets.Value("string"),
+        "answer": datasets.Value("string"),
+        "answer_type": datasets.Value("string"),
+        "ops": datasets.List(datasets.Value("string")),
+        "verification": {
+            "cells": datasets.List(_CELL),
+            "predicted": datasets.Value("string"),
+            "matcher": datasets.Value("string"),
+        },
+        "teacher": datasets.Value("string"),
+        "style": datasets.Value("string"),
+        "scene_id": datasets.Value("string"),
+        "seed": datasets.Value("int64"),
+        "generator_version": datasets.Value("string"),
+    }
+)

@@ -1,0 +1,322 @@
+"""Parent side of the sandbox: ``Sandbox`` owns forkserver workers, ``Session`` drives one.
+
+Workers are children of the multiprocessing forkserver (safe with other threads running,
+and nested inside forkserver-based process pools). The forkserver preloads
+``datagen.sandbox.worker`` so a worker starts in ~20 ms with numpy/PIL/matplotlib warm.
+This module itself stays light: it never imports matplotlib or numpy.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import shutil
+import signal
+import stat
+import tempfile
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+log = logging.getLogger(__name__)
+
+CellStatus = Literal["ok", "error", "timeout", "crashed"]
+
+_WORKER_MODULE = "datagen.sandbox.worker"
+# The worker module recognises our processes by this name (see worker._skip_main_fixup...).
+WORKER_PROCESS_NAME = "datagen-sandbox-worker"
+# Generous: the first worker of a process waits for the forkserver to import numpy/matplotlib,
+# which can take seconds on a loaded 2-core box. Not counted against any cell's timeout.
+_STARTUP_TIMEOUT = 120.0
+_preload_lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class CellResult:
+    """Outcome of one cell, as shown to the teacher."""
+
+    status: CellStatus
+    stdout: str
+    stderr: str
+    images: tuple[bytes, ...]
+    error_type: str | None
+    error_message: str | None
+    truncated: bool
+    seconds: float
+
+
+def _forkserver_context() -> multiprocessing.context.ForkServerContext:
+    """Return the forkserver context, with the worker module added to its preload list."""
+    ctx = multiprocessing.get_context("forkserver")
+    server = multiprocessing.forkserver._forkserver  # type: ignore[attr-defined]
+    with _preload_lock:
+        current = list(getattr(server, "_preload_modules", None) or ["__main__"])
+        if _WORKER_MODULE not in current:
+            if getattr(server, "_forkserver_pid", None) is not None:
+                log.warning("forkserver already running without %s preloaded; sandbox "
+                            "workers will start slowly", _WORKER_MODULE)
+            # Keep what others asked for (e.g. "__main__"); only append ours.
+            ctx.set_forkserver_preload([*current, _WORKER_MODULE])
+    multiprocessing.forkserver.ensure_running()  # start preloading now, in the background
+    return ctx  # type: ignore[return-value]
+
+
+def _worker_entry(*args: Any) -> None:
+    # Runs in the worker. A tiny indirection so the parent never imports the heavy worker
+    # module just to pickle a reference to its main().
+    from datagen.sandbox import worker
+
+    worker.main(*args)
+
+
+def _image_spec(image: PILImage | bytes) -> tuple[Any, ...]:
+    """Normalise the session image into something cheap to ship to the worker."""
+    from PIL import Image
+
+    if isinstance(image, bytes | bytearray | memoryview):
+        data = bytes(image)
+        Image.open(io.BytesIO(data))  # header-only check: fail here, not in the worker
+        return ("encoded", data)
+    if isinstance(image, Image.Image):
+        rgb = image.convert("RGB")
+        return ("raw", rgb.size, rgb.tobytes())  # raw pixels: exact colours, no re-encode
+    raise TypeError(f"image must be a PIL Image or encoded bytes, not {type(image).__name__}")
+
+
+def _rmtree(path: str) -> None:
+    def fix_perms(func: Any, p: str, _exc: Any) -> None:
+        # A cell may chmod its files read-only; make the parent dir writable and retry once.
+        try:
+            os.chmod(os.path.dirname(p), stat.S_IRWXU)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, stat.S_IRWXU)
+            func(p)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=fix_perms)
+    if os.path.exists(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class _Worker:
+    """One worker process plus its pipes and scratch dir."""
+
+    def __init__(self, ctx: Any, image_spec: tuple[Any, ...], sandbox: Sandbox) -> None:
+        self.scratch = tempfile.mkdtemp(prefix="datagen-sandbox-")
+        self.conn, child_conn = ctx.Pipe()
+        alive_r, self.alive_w = ctx.Pipe(duplex=False)
+        self.ready = False
+        self.exitcode: int | None = None
+        self.process: BaseProcess = ctx.Process(
+            target=_worker_entry,
+            args=(child_conn, alive_r, self.scratch, image_spec, sandbox.max_output_chars,
+                  sandbox.max_images, sandbox.memory_mb),
+            daemon=True,  # the interpreter's exit hooks terminate, rather than join, it
+            name=WORKER_PROCESS_NAME,
+        )
+        try:
+            self.process.start()
+        except BaseException:
+            for conn in (self.conn, self.alive_w):
+                conn.close()
+            _rmtree(self.scratch)
+            raise
+        finally:
+            # Only the worker may hold these, so its death shows up as EOF here.
+            child_conn.close()
+            alive_r.close()
+
+    def wait_ready(self) -> None:
+        """Block until the worker has loaded the image and namespace."""
+        if self.ready:
+            return
+        ready = wait([self.conn, self.process.sentinel], _STARTUP_TIMEOUT)
+        if not ready:
+            raise RuntimeError(f"sandbox worker did not start within {_STARTUP_TIMEOUT} s")
+        try:
+            if self.conn not in ready:
+                raise EOFError
+            kind, detail = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            self.process.join(1.0)
+            raise RuntimeError(f"sandbox worker died at startup ({_describe_exit(self)})"
+                               ) from exc
+        if kind != "ready":
+            raise RuntimeError(f"sandbox worker failed to start:\n{detail}")
+        self.ready = True
+
+    def kill(self) -> None:
+        """Kill the worker's process group, reap it, release fds, remove the scratch dir."""
+        pid = self.process.pid
+        if pid is not None:
+            for kill in (os.killpg, os.kill):  # group first: also cell-spawned children
+                try:
+                    kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            self.process.join(5.0)
+        for conn in (self.conn, self.alive_w):
+            conn.close()
+        self.exitcode = self.process.exitcode
+        if self.exitcode is not None:
+            self.process.close()
+        _rmtree(self.scratch)
+
+
+def _describe_exit(w: _Worker) -> str:
+    code = w.exitcode if w.exitcode is not None else w.process.exitcode
+    if code is None:
+        return "worker died"
+    if code < 0:
+        return f"worker died with signal {-code}"
+    return f"worker exited with code {code}"
+
+
+class _State:
+    """Mutable session state, kept apart from Session so a finalizer can reference it."""
+
+    def __init__(self) -> None:
+        self.worker: _Worker | None = None
+
+    def shutdown(self) -> None:
+        w, self.worker = self.worker, None
+        if w is not None:
+            w.kill()
+
+
+class Session:
+    """One trajectory: state persists across run() calls. Context manager (closes the worker).
+
+    After a timeout or crash the next run() gets a fresh worker: namespace reset, a new
+    scratch dir, ``input_image`` reloaded.
+    """
+
+    def __init__(self, sandbox: Sandbox, image_spec: tuple[Any, ...]) -> None:
+        self._sandbox = sandbox
+        self._image_spec = image_spec
+        self._state = _State()
+        self._closed = False
+        # Kill the worker even if the caller forgets close() (GC or interpreter exit).
+        self._finalizer = weakref.finalize(self, self._state.shutdown)
+        # Start now, wait on first run(): the worker loads while the caller does other work.
+        self._state.worker = _Worker(sandbox._ctx, image_spec, sandbox)
+
+    @property
+    def pid(self) -> int | None:
+        """PID (= process group id) of the current worker, if one is running."""
+        w = self._state.worker
+        return w.process.pid if w is not None else None
+
+    @property
+    def scratch_dir(self) -> str | None:
+        """The current worker's scratch dir (its cwd), if one is running."""
+        w = self._state.worker
+        return w.scratch if w is not None else None
+
+    def run(self, code: str, timeout: float | None = None) -> CellResult:
+        """Run one cell; wait at most ``timeout`` s (default: the Sandbox's)."""
+        if self._closed:
+            raise RuntimeError("session is closed")
+        if not isinstance(code, str):
+            raise TypeError(f"code must be str, not {type(code).__name__}")
+        limit = float(self._sandbox.timeout if timeout is None else timeout)
+        w = self._state.worker
+        if w is None:
+            w = self._state.worker = _Worker(self._sandbox._ctx, self._image_spec, self._sandbox)
+        try:
+            w.wait_ready()
+            start = time.perf_counter()
+            try:
+                w.conn.send(("run", code))
+                ready = wait([w.conn, w.process.sentinel], limit)
+                if w.conn in ready:
+                    reply = w.conn.recv()  # worker death usually shows as EOF here...
+                    return CellResult(seconds=time.perf_counter() - start, **reply)
+                if ready:  # ...but a cell's os.fork() child may still hold the pipe open
+                    raise EOFError
+                status: CellStatus = "timeout"
+                error_type, message = "Timeout", f"cell exceeded {limit} s"
+            except (EOFError, OSError):
+                status, error_type, message = "crashed", "Crashed", ""
+        except BaseException:
+            # Startup failure or e.g. KeyboardInterrupt mid-cell: the worker's state (or the
+            # request/reply pairing on the pipe) is unknown, so drop it; next run() respawns.
+            self._state.shutdown()
+            raise
+        seconds = time.perf_counter() - start
+        self._state.shutdown()  # kills the group (also on timeout), reaps, removes scratch
+        if status == "crashed":
+            message = _describe_exit(w)
+        # Respawn right away so the next run() finds a warm worker.
+        self._state.worker = _Worker(self._sandbox._ctx, self._image_spec, self._sandbox)
+        return CellResult(status=status, stdout="", stderr="", images=(), error_type=error_type,
+                          error_message=message, truncated=False, seconds=seconds)
+
+    def close(self) -> None:
+        """Kill the worker (if alive) and remove its scratch dir. Idempotent."""
+        self._closed = True
+        self._finalizer()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class Sandbox:
+    """Owns worker processes; create one per process and reuse it. Context manager."""
+
+    mode: str
+
+    def __init__(self, timeout: float = 15.0, max_output_chars: int = 10_000,
+                 memory_mb: int = 4096, max_images: int = 8) -> None:
+        if timeout <= 0 or max_output_chars <= 0 or memory_mb <= 0 or max_images < 0:
+            raise ValueError("timeout, max_output_chars and memory_mb must be positive")
+        self.timeout = float(timeout)
+        self.max_output_chars = max_output_chars
+        self.memory_mb = memory_mb
+        self.max_images = max_images
+        self.mode = "process"
+        self._ctx = _forkserver_context()
+        self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def session(self, image: PILImage | bytes) -> Session:
+        """Start a session whose worker has ``image`` preloaded (PIL Image or encoded bytes)."""
+        spec = _image_spec(image)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("sandbox is closed")
+            s = Session(self, spec)
+            self._sessions.add(s)
+        return s
+
+    def close(self) -> None:
+        """Close every session still open. The shared forkserver is left running."""
+        with self._lock:
+            self._closed = True
+            sessions = list(self._sessions)
+        for s in sessions:
+            s.close()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

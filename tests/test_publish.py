@@ -1,0 +1,86 @@
+"""Publishing: a folder that `datasets.load_dataset(out, "sft")` reads, with card and rejects."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import datasets
+import yaml
+
+from datagen.config import BuildConfig
+from datagen.publish import publish
+from datagen.shards import ShardSummary, prepare_output, run_shard, shard_files
+
+
+def _build(tmp_path: Path, n: int) -> tuple[BuildConfig, list[ShardSummary]]:
+    cfg = BuildConfig(n=n, out=tmp_path / "out", shard_size=3, questions_per_scene=3, workers=1,
+                      command="datagen build --n 5")
+    prepare_output(cfg, overwrite=False, resume=False)
+    return cfg, [run_shard(cfg, i) for i in range(2)]
+
+
+def test_round_trip_through_load_dataset(tmp_path: Path) -> None:
+    cfg, shards = _build(tmp_path, n=10)
+    report = publish(cfg, shards)
+    assert report.rows == 10
+    ds = datasets.load_dataset(str(cfg.out), "sft", split="train")
+    assert len(ds) == 10
+    for row in ds:
+        tokens = sum(m["content"].count("<image>") for m in row["messages"])
+        assert tokens == len(row["images"]) >= 1
+        assert row["images"][0].size[0] > 100  # decodes as a PIL image
+        roles = [m["role"] for m in row["messages"]]
+        assert roles[:2] == ["system", "user"] and roles[-1] == "assistant"
+        assert set(roles) <= {"system", "user", "assistant"}
+        assert sum(r == "assistant" for r in roles) <= 6
+        predicted = row["verification"]["predicted"]
+        assert row["messages"][-1]["content"].endswith(f"<answer>{predicted}</answer>")
+        for m in row["messages"][2:]:
+            if m["role"] == "user":
+                assert m["content"].startswith("<tool_response>\n")
+                assert m["content"].endswith("\n</tool_response>")
+    # Rows come out in build order, the first n of the verified ones.
+    first = datasets.Dataset.from_parquet(str(shard_files(cfg, 0)[0]))
+    assert ds["id"][: len(first)] == first["id"][:10]
+
+
+def test_card_has_configs_and_numbers(tmp_path: Path) -> None:
+    cfg, shards = _build(tmp_path, n=5)
+    publish(cfg, shards)
+    card = (cfg.out / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["configs"][0]["config_name"] == "sft"
+    stats = json.loads((cfg.out / "stats.json").read_text())
+    assert stats["rows"] == 5 and stats["tasks"] == sum(s.tasks for s in shards)
+    assert "acceptance rate" in card and "datagen build --n 5" in card
+    assert "| rows | 5 (requested 5) |" in card
+
+
+def test_duplicates_are_dropped_and_recorded(tmp_path: Path) -> None:
+    cfg, shards = _build(tmp_path, n=100)
+    # A second shard with the very same rows: everything in it is a duplicate.
+    rows, rejects = shard_files(cfg, 0)
+    twin_rows, twin_rejects = shard_files(cfg, 7)
+    shutil.copy(rows, twin_rows)
+    shutil.copy(rejects, twin_rejects)
+    twin = dataclasses.replace(shards[0], index=7)
+    report = publish(cfg, [shards[0], twin])
+    assert report.rows == shards[0].kept
+    assert report.stats["duplicates"] == shards[0].kept
+    lines = (cfg.out / "rejects.jsonl").read_text().splitlines()
+    reasons = [json.loads(ln)["reason"] for ln in lines]
+    assert reasons.count("duplicate") == shards[0].kept
+
+
+def test_republishing_replaces_the_data_folder_whole(tmp_path: Path) -> None:
+    """Also: load_dataset sees the new build, not its cache of the old one."""
+    cfg, shards = _build(tmp_path, n=4)
+    publish(cfg, shards)
+    assert len(datasets.load_dataset(str(cfg.out), "sft", split="train")) == 4
+    publish(cfg.model_copy(update={"n": 2}), shards)
+    assert len(datasets.load_dataset(str(cfg.out), "sft", split="train")) == 2
+    assert [p.name for p in (cfg.out / "data").iterdir()] == ["sft-00000-of-00001.parquet"]
+    assert not [p for p in cfg.out.iterdir() if p.name.startswith((".data-", ".old-"))]
