@@ -21,7 +21,7 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Verified training data for models that think with images through code.")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
 out = Console()
 
 
@@ -85,28 +85,16 @@ def build(
         table.add_row(label, str(value))
     out.print(table)
     if report.rows < cfg.n:
-        err.print(f"[yellow]warning:[/] only {report.rows} of {cfg.n} rows could be verified")
+        err.print(f"warning: only {report.rows} of {cfg.n} rows could be verified", markup=False)
 
 
 def main() -> None:
     """Console entry point: one-line errors, exit code 2 for usage errors, 1 for failures."""
     try:
-        app(standalone_mode=False)
+        app()  # click's own usage errors (unknown option, bad type) exit with 2 here
     except DatagenError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"error: {exc}", markup=False)
         raise SystemExit(exc.exit_code) from None
-    except typer.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
-    except (typer.Abort, KeyboardInterrupt):
-        err.print("aborted")
-        raise SystemExit(130) from None
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        raise
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 from prefect import flow, get_run_logger, task, unmapped
@@ -18,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from datagen.config import BuildConfig
 from datagen.publish import PublishReport, count_publishable, publish
+from datagen.sandbox import forkserver_context
 from datagen.shards import ShardSummary, completed_shards, run_shard
 
 __all__ = ["build", "build_shard"]
@@ -28,9 +28,9 @@ _MAX_SHARD_FACTOR = 4
 
 @functools.cache
 def _pool(workers: int) -> ProcessPoolExecutor:
-    # forkserver: workers start clean (no Prefect threads copied into them) and nest the
-    # sandbox's own forkserver without trouble.
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+    # forkserver: workers start clean (no Prefect threads copied into them); taking the context
+    # from the sandbox keeps its preload, so sandboxes in this process start warm too.
+    return ProcessPoolExecutor(workers, mp_context=forkserver_context())
 
 
 @task(name="build-shard", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)

@@ -46,6 +46,12 @@ read the filesystem and ``/proc`` (including other processes' environments). A h
 backend (bubblewrap + seccomp, ``mode == "bwrap"``) will keep this interface.
 """
 
-from datagen.sandbox.session import CellResult, CellStatus, Sandbox, Session
+from datagen.sandbox.session import (
+    CellResult,
+    CellStatus,
+    Sandbox,
+    Session,
+    forkserver_context,
+)
 
-__all__ = ["CellResult", "CellStatus", "Sandbox", "Session"]
+__all__ = ["CellResult", "CellStatus", "Sandbox", "Session", "forkserver_context"]

@@ -56,8 +56,13 @@ class CellResult:
     seconds: float
 
 
-def _forkserver_context() -> multiprocessing.context.ForkServerContext:
-    """Return the forkserver context, with the worker module added to its preload list."""
+def forkserver_context() -> multiprocessing.context.ForkServerContext:
+    """The forkserver context, with the sandbox worker module added to its preload list.
+
+    A process has one forkserver; whoever starts it first decides what it preloads. Process
+    pools that should share it with sandboxes (the build's shard pool) take their context from
+    here, so sandbox workers still start warm (~10 ms instead of ~0.4 s).
+    """
     ctx = multiprocessing.get_context("forkserver")
     server = multiprocessing.forkserver._forkserver  # type: ignore[attr-defined]
     with _preload_lock:
@@ -291,7 +296,7 @@ class Sandbox:
         self.memory_mb = memory_mb
         self.max_images = max_images
         self.mode = "process"
-        self._ctx = _forkserver_context()
+        self._ctx = forkserver_context()
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False

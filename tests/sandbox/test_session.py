@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
-import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -324,16 +323,3 @@ def test_inside_forkserver_process_pool() -> None:
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
         status, out = pool.submit(run_in_pool_worker, png_bytes(make_image())).result(60)
     assert (status, out) == ("ok", f"{KNOWN_RGB} None\n")
-
-
-def test_overhead(sandbox: Sandbox) -> None:
-    img = png_bytes(make_image())
-    totals = []
-    for _ in range(7):
-        t0 = time.perf_counter()
-        with sandbox.session(img) as s:
-            for i in range(3):
-                ok(s.run(f"q = {i}"))
-        totals.append(time.perf_counter() - t0)
-    # Session start + 3 trivial cells + close; ~15 ms on a quiet 2-core box.
-    assert statistics.median(totals) < 0.1

@@ -1,0 +1,76 @@
+"""The `datagen` command: one-line errors with exit code 2, and a real build end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+
+
+def datagen(*args: str, env: dict[str, str] | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "datagen.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--family", "maps"], "unknown family 'maps'"),
+    (["--n", "0"], "--n: must be a positive whole number"),
+    (["--n", "-3"], "--n: must be a positive whole number"),
+    (["--split", "eval"], "--split 'eval'"),
+    (["--teacher", "oracle"], "unknown teacher 'oracle'"),
+    (["--resume", "--overwrite"], "exclude each other"),
+])
+def test_bad_options_give_one_line_and_exit_2_and_write_nothing(
+        tmp_path: Path, args: list[str], message: str) -> None:
+    out = tmp_path / "out"
+    res = datagen("build", "--out", str(out), *args)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+    assert not out.exists()
+
+
+def test_unwritable_and_existing_out_dirs_are_usage_errors(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    res = datagen("build", "--out", str(blocker / "sub"))
+    assert res.returncode == 2 and "not writable" in res.stderr, res.stderr
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    res = datagen("build", "--out", str(existing))
+    assert res.returncode == 2 and "--resume" in res.stderr and "--overwrite" in res.stderr
+    assert sorted(p.name for p in existing.iterdir()) == ["keep.txt"]
+
+
+def test_unknown_option_is_a_usage_error() -> None:
+    res = datagen("build", "--colour", "red")
+    assert res.returncode == 2 and "No such option" in res.stderr
+
+
+def test_build_end_to_end_then_resume(tmp_path: Path) -> None:
+    """The README's main command, small: real Prefect, real sandbox, a loadable dataset."""
+    out = tmp_path / "demo"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    args = ["build", "--split", "sft", "--n", "30", "--out", str(out), "--shard-size", "6",
+            "--resume"]
+    res = datagen(*args, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "30 rows published" in res.stdout
+    ds = datasets.load_dataset(str(out), "sft", split="train")
+    assert len(ds) == 30 and ds[0]["images"][0].mode in ("RGB", "RGBA")
+    markers = {p: p.stat().st_mtime_ns for p in (out / ".datagen" / "shards").glob("*.done.json")}
+    first = (out / "data" / "sft-00000-of-00001.parquet").read_bytes()
+
+    res = datagen(*args, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming" in res.stderr + res.stdout
+    again = {p: p.stat().st_mtime_ns for p in (out / ".datagen" / "shards").glob("*.done.json")}
+    assert again == markers  # no shard was rebuilt
+    assert (out / "data" / "sft-00000-of-00001.parquet").read_bytes() == first
