@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from datagen import GENERATOR_VERSION
 from datagen.errors import UsageError
@@ -20,6 +20,7 @@ __all__ = ["BuildConfig"]
 # Options that change what rows a shard holds; anything else (n, workers, out) does not.
 _CONTENT_FIELDS = ("split", "family", "teacher", "seed", "shard_size", "questions_per_scene",
                    "max_turns", "cell_timeout")
+_CHOICES = {"family": FAMILY_NAMES, "teacher": TEACHER_NAMES}
 
 
 class BuildConfig(BaseModel):
@@ -47,18 +48,12 @@ class BuildConfig(BaseModel):
             raise ValueError("must be a positive whole number")
         return v
 
-    @field_validator("family")
+    @field_validator("family", "teacher")
     @classmethod
-    def _family(cls, v: str) -> str:
-        if v not in FAMILY_NAMES:
-            raise ValueError(f"unknown family {v!r}; choose one of: {', '.join(FAMILY_NAMES)}")
-        return v
-
-    @field_validator("teacher")
-    @classmethod
-    def _teacher(cls, v: str) -> str:
-        if v not in TEACHER_NAMES:
-            raise ValueError(f"unknown teacher {v!r}; choose one of: {', '.join(TEACHER_NAMES)}")
+    def _known(cls, v: str, info: ValidationInfo) -> str:
+        names = _CHOICES[str(info.field_name)]
+        if v not in names:
+            raise ValueError(f"unknown {info.field_name} {v!r}; choose one of: {', '.join(names)}")
         return v
 
     @classmethod
