@@ -10,6 +10,7 @@ The same config and index always give byte-identical row files.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -119,6 +120,12 @@ def completed_shards(cfg: BuildConfig) -> dict[int, ShardSummary]:
     return done
 
 
+@functools.cache
+def _process_sandbox(timeout: float) -> Sandbox:
+    """One sandbox per process, reused by every shard it builds: its workers start once."""
+    return Sandbox(timeout=timeout)
+
+
 def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None) -> ShardSummary:
     """Build shard ``index`` of ``cfg`` and write it atomically; returns its summary.
 
@@ -135,23 +142,23 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None) -> S
     cell_seconds: list[float] = []
     tasks = 0
     first = index * cfg.shard_size
-    with Sandbox(timeout=cfg.cell_timeout) as sandbox:
-        for scene_index in range(first, first + cfg.shard_size):
-            scene = family.make_scene(scene_index, cfg.seed)
-            phash = image_phash(scene.image)
-            for task in family.pose(scene, cfg.questions_per_scene):
-                tasks += 1
-                traj = rollout(task, teacher, sandbox, cfg.max_turns)
-                cell_seconds += [t.result.seconds for t in traj.turns if t.result is not None]
-                verdict = verify_trajectory(traj, cfg.max_turns)
-                reasons[verdict.reason] += 1
-                if verdict.kept:
-                    styles[traj.style] += 1
-                    rows.append(sft_row(traj, verdict))
-                    keys.append(row_key(phash, task.question, task.answer))
-                else:
-                    rejects.append(reject_record(traj, verdict))
-        mode = sandbox.mode
+    sandbox = _process_sandbox(cfg.cell_timeout)
+    for scene_index in range(first, first + cfg.shard_size):
+        scene = family.make_scene(scene_index, cfg.seed)
+        phash = image_phash(scene.image)
+        for task in family.pose(scene, cfg.questions_per_scene):
+            tasks += 1
+            traj = rollout(task, teacher, sandbox, cfg.max_turns)
+            cell_seconds += [t.result.seconds for t in traj.turns if t.result is not None]
+            verdict = verify_trajectory(traj, cfg.max_turns)
+            reasons[verdict.reason] += 1
+            if verdict.kept:
+                styles[traj.style] += 1
+                rows.append(sft_row(traj, verdict))
+                keys.append(row_key(phash, task.question, task.answer))
+            else:
+                rejects.append(reject_record(traj, verdict))
+    mode = sandbox.mode
     rows_path, rejects_path, marker_path = _paths(cfg, index)
     with atomic_path(rows_path) as tmp:
         # The table carries the HF features in its schema metadata, so Image columns survive.
