@@ -26,6 +26,7 @@ class FaultyTeacher(ScriptedTeacher):
     """The scripted teacher, except that chosen tasks get broken code in their last cell."""
 
     def __init__(self, faults: dict[str, str]) -> None:
+        super().__init__()
         self.faults = faults
 
     def step(self, task: Task, history: Sequence[Turn]) -> Step:
