@@ -1,8 +1,8 @@
 """Throughput of the chart pipeline: render alone vs the whole build, samples per second.
 
-    python bench/bench_build.py [--scenes 48] [--repeats 3] [--workers N]
+    python bench/bench_build.py [--families chart,geometry] [--scenes 48] [--repeats 3] [--workers N]
 
-Render = make one chart scene (spec + matplotlib + PNG), one core. Whole build = every stage
+Render = make one scene (spec + drawing + PNG) and pose its questions, one core. Whole build = every stage
 (render, pose, teach, sandbox execution, verify, write shards, dedup, publish) through the
 library's shard runner, first on one worker, then on a process pool of ``--workers``.
 Samples are published rows. Figures are medians over ``--repeats`` runs made in this process.
@@ -21,23 +21,24 @@ from pathlib import Path
 from datagen.config import BuildConfig
 from datagen.publish import publish
 from datagen.sandbox import forkserver_context
-from datagen.scenes.chart import make_scene, pose
+from datagen.scenes import get_family
 from datagen.shards import prepare_output, run_shard
 
 
-def render_rate(scenes: int, seed: int) -> tuple[float, float]:
+def render_rate(family: str, scenes: int, seed: int) -> tuple[float, float]:
     """(scenes/s, questions/s) for rendering alone."""
+    fam = get_family(family)
     t = time.perf_counter()
-    questions = sum(len(pose(make_scene(i, seed), 3)) for i in range(scenes))
+    questions = sum(len(fam.pose(fam.make_scene(i, seed), 3)) for i in range(scenes))
     dt = time.perf_counter() - t
     return scenes / dt, questions / dt
 
 
-def build_rate(scenes: int, seed: int, workers: int, shard_size: int) -> float:
+def build_rate(family: str, scenes: int, seed: int, workers: int, shard_size: int) -> float:
     """Published rows per second for a whole build of ``scenes`` scenes."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = BuildConfig(n=10**9, out=Path(tmp) / "out", seed=seed, shard_size=shard_size,
-                          workers=workers)
+                          workers=workers, families=(family,))
         prepare_output(cfg, overwrite=False, resume=False)
         shards = range(scenes // shard_size)
         t = time.perf_counter()
@@ -50,30 +51,38 @@ def build_rate(scenes: int, seed: int, workers: int, shard_size: int) -> float:
         return rows / (time.perf_counter() - t)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenes", type=int, default=48)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    args = ap.parse_args()
+def bench_family(family: str, args: argparse.Namespace) -> None:
+    """Print the figures for one family."""
     shard_size = max(1, args.scenes // max(2, 2 * args.workers))
     render, build1, buildn = [], [], []
     for r in range(args.repeats):
         seed = 1000 + r  # fresh scenes each run, same across the three measurements
-        render.append(render_rate(args.scenes, seed))
-        build1.append(build_rate(args.scenes, seed, 1, shard_size))
-        buildn.append(build_rate(args.scenes, seed, args.workers, shard_size))
-        print(f"run {r + 1}: render {render[-1][1]:.1f} q/s, build 1 worker {build1[-1]:.1f} "
-              f"rows/s, build {args.workers} workers {buildn[-1]:.1f} rows/s", flush=True)
-    scenes_s = statistics.median(x[0] for x in render)
+        render.append(render_rate(family, args.scenes, seed))
+        build1.append(build_rate(family, args.scenes, seed, 1, shard_size))
+        buildn.append(build_rate(family, args.scenes, seed, args.workers, shard_size))
+        print(f"{family} run {r + 1}: render {render[-1][1]:.1f} q/s, build 1 worker "
+              f"{build1[-1]:.1f} rows/s, build {args.workers} workers {buildn[-1]:.1f} rows/s",
+              flush=True)
     q_s = statistics.median(x[1] for x in render)
     b1, bn = statistics.median(build1), statistics.median(buildn)
-    print(f"\n{args.scenes} chart scenes x 3 questions, median of {args.repeats} runs")
-    print(f"render only (1 core)      : {scenes_s:7.1f} scenes/s = {q_s:7.1f} samples/s")
-    print(f"whole build, 1 worker     : {b1:7.1f} samples/s")
-    print(f"whole build, {args.workers} workers    : {bn:7.1f} samples/s")
-    print(f"ratio render / build (1:1): {q_s / b1:7.2f}x")
-    print(f"speed-up {args.workers} workers vs 1 : {bn / b1:7.2f}x")
+    print(f"\n{family}: {args.scenes} scenes x 3 questions, median of {args.repeats} runs")
+    print(f"  render only (1 core)      : {statistics.median(x[0] for x in render):7.1f} "
+          f"scenes/s = {q_s:7.1f} samples/s")
+    print(f"  whole build, 1 worker     : {b1:7.1f} samples/s")
+    print(f"  whole build, {args.workers} workers    : {bn:7.1f} samples/s")
+    print(f"  ratio render / build (1:1): {q_s / b1:7.2f}x")
+    print(f"  speed-up {args.workers} workers vs 1 : {bn / b1:7.2f}x\n", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--families", default="chart,geometry")
+    ap.add_argument("--scenes", type=int, default=48)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args()
+    for family in args.families.split(","):
+        bench_family(family.strip(), args)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ def build(
     split: Annotated[str, typer.Option(help="Which set to build: sft.")] = "sft",
     n: Annotated[int, typer.Option(help="Number of verified rows to publish.")] = 500,
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("data/demo"),
-    family: Annotated[str, typer.Option(help="Scene family: chart.")] = "chart",
+    families: Annotated[str, typer.Option(
+        "--families", "--family", help="Scene families, comma-separated: chart, geometry.",
+    )] = "chart",
     teacher: Annotated[str, typer.Option(help="Teacher: scripted (offline).")] = "scripted",
     seed: Annotated[int, typer.Option(help="Run seed: same seed and options, same rows.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes (default: all cores).")] = 0,
@@ -61,7 +63,7 @@ def build(
         raise UsageError(f"--split {split!r}: only 'sft' can be built so far")
     if overwrite and resume:
         raise UsageError("--overwrite and --resume exclude each other; pick one")
-    options = dict(split=split, n=n, out=out_dir, family=family, teacher=teacher, seed=seed,
+    options = dict(split=split, n=n, out=out_dir, families=families, teacher=teacher, seed=seed,
                    shard_size=shard_size, questions_per_scene=questions_per_scene,
                    cell_timeout=cell_timeout, command=shlex.join(["datagen", *sys.argv[1:]]))
     if workers:

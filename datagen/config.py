@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from datagen import GENERATOR_VERSION
 from datagen.errors import UsageError
@@ -18,11 +18,8 @@ from datagen.teachers import TEACHER_NAMES
 __all__ = ["BuildConfig"]
 
 # Options that change what rows a shard holds; anything else (n, workers, out) does not.
-_CONTENT_FIELDS = ("split", "family", "teacher", "seed", "shard_size", "questions_per_scene",
+_CONTENT_FIELDS = ("split", "families", "teacher", "seed", "shard_size", "questions_per_scene",
                    "max_turns", "cell_timeout")
-_CHOICES = {"family": FAMILY_NAMES, "teacher": TEACHER_NAMES}
-
-
 class BuildConfig(BaseModel):
     """Everything ``datagen build`` needs to know."""
 
@@ -31,7 +28,7 @@ class BuildConfig(BaseModel):
     split: Literal["sft"] = "sft"
     n: int = Field(500, description="rows to publish")
     out: Path = Path("data/demo")
-    family: str = "chart"
+    families: tuple[str, ...] = ("chart",)
     teacher: str = "scripted"
     seed: int = 0
     shard_size: int = Field(16, description="scenes per shard")
@@ -48,13 +45,37 @@ class BuildConfig(BaseModel):
             raise ValueError("must be a positive whole number")
         return v
 
-    @field_validator("family", "teacher")
+    @field_validator("families", mode="before")
     @classmethod
-    def _known(cls, v: str, info: ValidationInfo) -> str:
-        names = _CHOICES[str(info.field_name)]
-        if v not in names:
-            raise ValueError(f"unknown {info.field_name} {v!r}; choose one of: {', '.join(names)}")
+    def _split_families(cls, v: object) -> object:
+        # "chart,geometry" on the command line, a list in Python.
+        return tuple(x.strip() for x in v.split(",") if x.strip()) if isinstance(v, str) else v
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("name at least one family")
+        for name in v:
+            if name not in FAMILY_NAMES:
+                raise ValueError(f"unknown family {name!r}; choose from: {', '.join(FAMILY_NAMES)}")
+        if len(set(v)) != len(v):
+            raise ValueError("a family is named twice")
         return v
+
+    @field_validator("teacher")
+    @classmethod
+    def _known_teacher(cls, v: str) -> str:
+        if v not in TEACHER_NAMES:
+            raise ValueError(f"unknown teacher {v!r}; choose one of: {', '.join(TEACHER_NAMES)}")
+        return v
+
+    def family_of(self, shard: int) -> tuple[str, int]:
+        """The family of shard ``shard`` and the shard's number within that family.
+
+        Families take turns shard by shard, so any prefix of the shards mixes them evenly.
+        """
+        return self.families[shard % len(self.families)], shard // len(self.families)
 
     @classmethod
     def from_options(cls, **options: object) -> BuildConfig:

@@ -102,7 +102,7 @@ def publish(cfg: BuildConfig, shards: list[ShardSummary]) -> PublishReport:
     stats = _stats(cfg, shards, table, len(dups), rejects)
     write_text(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True))
     info_yaml = _dataset_info_yaml(cfg.split, table, [out / f for f in files])
-    write_text(out / "README.md", render("sft_card.md.j2", kind="data_cards", s=stats,
+    write_text(out / "README.md", render("sft_card.md.j2", folder="data_cards", s=stats,
                                          split=cfg.split, dataset_info=info_yaml) + "\n")
     return PublishReport(out=out, rows=len(picked), files=files, stats=stats)
 
@@ -162,10 +162,11 @@ def _stats(cfg: BuildConfig, shards: list[ShardSummary], table: pa.Table | None,
     tasks = sum(s.tasks for s in shards)
     verified = sum(s.kept for s in shards)
     cells = [c for s in shards for c in s.cell_seconds]
-    kinds = Counter(t.split(".")[1] for t in cols["task_type"])
+    kinds = Counter(".".join(t.split(".")[:2]) for t in cols["task_type"])
+    families = Counter(t.split(".")[0] for t in cols["task_type"])
     return {
         "split": cfg.split,
-        "family": cfg.family,
+        "families": list(cfg.families),
         "rows": len(cols["task_type"]),
         "requested": cfg.n,
         "scenes": sum(s.scenes for s in shards),
@@ -175,7 +176,8 @@ def _stats(cfg: BuildConfig, shards: list[ShardSummary], table: pa.Table | None,
         "duplicates": dups,
         "reject_reasons": dict(sorted(reasons.items())),
         "by_task_type": dict(sorted(Counter(cols["task_type"]).items())),
-        "by_chart_kind": dict(sorted(kinds.items())),
+        "by_family": dict(sorted(families.items())),
+        "by_kind": dict(sorted(kinds.items())),
         "by_difficulty": dict(sorted(Counter(cols["difficulty"]).items())),
         "by_style": dict(sorted(Counter(cols["style"]).items())),
         "by_answer_type": dict(sorted(Counter(cols["answer_type"]).items())),

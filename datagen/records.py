@@ -26,7 +26,7 @@ __all__ = [
     "stable_id",
 ]
 
-AnswerType = Literal["number", "integer", "choice", "yesno", "text"]
+AnswerType = Literal["number", "integer", "choice", "yesno", "text", "expression"]
 
 
 def stable_id(*parts: object) -> str:

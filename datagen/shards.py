@@ -132,7 +132,8 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None) -> S
     ``teacher`` defaults to the one ``cfg`` names; passing one is for embedding and tests.
     """
     started = time.perf_counter()
-    family = get_family(cfg.family)
+    family_name, local = cfg.family_of(index)
+    family = get_family(family_name)
     teacher = teacher or get_teacher(cfg.teacher)
     rows: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
@@ -141,7 +142,7 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None) -> S
     styles: Counter[str] = Counter()
     cell_seconds: list[float] = []
     tasks = 0
-    first = index * cfg.shard_size
+    first = local * cfg.shard_size
     sandbox = _process_sandbox(cfg.cell_timeout)
     for scene_index in range(first, first + cfg.shard_size):
         scene = family.make_scene(scene_index, cfg.seed)

@@ -41,12 +41,12 @@ def _env(kind: str) -> jinja2.Environment:
     )
 
 
-def render(name: str, kind: str = "templates", **context: Any) -> str:
-    """Render the template file ``name`` (relative to ``kind``) with ``context``."""
+def render(name: str, /, folder: str = "templates", **context: Any) -> str:
+    """Render the template file ``name`` (relative to ``folder``) with ``context``."""
     try:
-        return _env(kind).get_template(name).render(**context).strip("\n")
+        return _env(folder).get_template(name).render(**context).strip("\n")
     except jinja2.TemplateNotFound as exc:
-        raise TemplateError(f"template {name!r} not found in {resource_dir(kind)}") from exc
+        raise TemplateError(f"template {name!r} not found in {resource_dir(folder)}") from exc
     except jinja2.UndefinedError as exc:
         raise TemplateError(f"template {name!r}: {exc}") from exc
 

@@ -2,6 +2,13 @@
 
 ``match(predicted, gold, answer_type, tolerance)`` decides; ``extract_answer`` pulls the text of
 the last ``<answer>…</answer>``; ``verify_trajectory`` gives a kept/rejected verdict with a reason.
+
+Expressions (``5*sqrt(3)``, ``√75``, ``\\frac{25\\pi}{2}``, ``3/4``) are compared by value with
+sympy after a strict whitelist: model output is untrusted and sympy's parser evaluates what it
+reads, so only digits, operators, brackets and a few function names get through, and powers
+must have small literal exponents (``9**9**9**9`` would otherwise hang the verifier). We use our
+own small parser rather than math-verify: the answers here are plain expressions, and
+math-verify brings an ANTLR LaTeX grammar and answer-extraction heuristics we do not need.
 """
 
 from __future__ import annotations
@@ -11,10 +18,17 @@ import re
 import string
 from dataclasses import dataclass
 
+import sympy as sp
+from sympy.parsing.sympy_parser import (
+    implicit_multiplication_application,
+    parse_expr,
+    standard_transformations,
+)
+
 from datagen.records import AnswerType, Trajectory
 
 __all__ = ["Verdict", "extract_answer", "match", "matcher_name", "normalize_text",
-           "verify_trajectory"]
+           "parse_expression", "verify_trajectory"]
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:,\d{3})*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
@@ -46,6 +60,69 @@ def _parse_number(text: str) -> float | None:
         return None
 
 
+_FUNCTIONS = {"sqrt": sp.sqrt, "pi": sp.pi, "sin": sp.sin, "cos": sp.cos, "tan": sp.tan,
+              "log": sp.log, "exp": sp.exp, "abs": sp.Abs}
+_SAFE_GLOBALS = {"Integer": sp.Integer, "Float": sp.Float, "Rational": sp.Rational,
+                 "__builtins__": {}}
+_LATEX = [
+    (re.compile(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}"), r"((\1)/(\2))"),
+    (re.compile(r"\\sqrt\{([^{}]*)\}"), r"sqrt(\1)"),
+    (re.compile(r"\\sqrt\s*(\d+)"), r"sqrt(\1)"),
+    (re.compile(r"√\s*(\d+(?:\.\d+)?)"), r"sqrt(\1)"),
+]
+_PLAIN = {"\\pi": "pi", "π": "pi", "√": "sqrt", "\\cdot": "*", "\\times": "*", "×": "*",
+          "·": "*", "−": "-", "^": "**", "\\left": "", "\\right": "", "°": "", "$": "",
+          "{": "(", "}": ")", "\\,": "", "degrees": ""}
+_ALLOWED = re.compile(r"[0-9a-z+\-*/(). ]*")
+_POWER_OK = re.compile(r"\*\*\s*(?:\(?-?\d{1,2}(?:/\d{1,2})?\)?)(?!\s*\*\*)")
+
+
+def parse_expression(text: str) -> sp.Expr | None:
+    """The value of a plain or LaTeX-ish math expression; None if it is not a safe, closed one."""
+    t = text.strip().lower().rstrip(".")
+    if not t or len(t) > 200:
+        return None
+    for _ in range(3):  # nested \frac{\sqrt{..}}{..}
+        for pattern, repl in _LATEX:
+            t = pattern.sub(repl, t)
+    for old, new in _PLAIN.items():
+        t = t.replace(old, new)
+    t = t.replace(",", "") if re.fullmatch(r"[\d,]+(?:\.\d+)?", t.strip()) else t
+    if not _ALLOWED.fullmatch(t) or set(re.findall(r"[a-z]+", t)) - set(_FUNCTIONS):
+        return None
+    if t.count("**") != len(_POWER_OK.findall(t)):
+        return None
+    try:
+        value = parse_expr(t, local_dict=dict(_FUNCTIONS), global_dict=dict(_SAFE_GLOBALS),
+                           transformations=(*standard_transformations,
+                                            implicit_multiplication_application))
+    except Exception:  # any parse failure means "not an expression"
+        return None
+    if not isinstance(value, sp.Expr) or value.free_symbols:
+        return None
+    return value
+
+
+def _real(text: str) -> float | None:
+    """A real number from an answer: an expression (``25*pi``, ``1,200``) or a number with a
+    unit around it (``12.5%``, ``$3``, ``29 units``)."""
+    expr = parse_expression(text)
+    if expr is not None:
+        try:
+            return float(expr)
+        except TypeError:  # complex
+            return None
+    return _parse_number(text)
+
+
+def _same_value(p: sp.Expr, g: sp.Expr, rel: float) -> bool:
+    try:
+        pv, gv = complex(sp.N(p, 30)), complex(sp.N(g, 30))
+    except (TypeError, ValueError):
+        return False
+    return abs(pv - gv) <= max(rel * abs(gv), 1e-12)
+
+
 def _choice_letter(text: str) -> str | None:
     text = text.strip()
     m = re.fullmatch(r"\(?([A-Za-z])\)?[.):]?(?:\s.*)?", text, re.DOTALL)
@@ -58,17 +135,19 @@ def match(predicted: str | None, gold: str, answer_type: AnswerType,
 
     number: relative tolerance (``|p - g| <= tol * max(|g|, 1e-9)``, or exact when tol is 0);
     integer: exact integer; choice: same option letter; yesno: same polarity; text: normalized
-    text equality.
+    text equality; expression: the same value (symbolic forms compared numerically to 1e-9).
     """
     if predicted is None:
         return False
     if answer_type == "number":
-        p, g = _parse_number(predicted), _parse_number(gold)
-        if p is None or g is None:
-            return False
-        return math.isclose(p, g, rel_tol=tolerance, abs_tol=1e-9)
+        p, g = _real(predicted), _real(gold)
+        return p is not None and g is not None and math.isclose(p, g, rel_tol=tolerance,
+                                                                abs_tol=1e-9)
+    if answer_type == "expression":
+        pe, ge = parse_expression(predicted), parse_expression(gold)
+        return pe is not None and ge is not None and _same_value(pe, ge, max(tolerance, 1e-9))
     if answer_type == "integer":
-        p, g = _parse_number(predicted), _parse_number(gold)
+        p, g = _real(predicted), _real(gold)
         return p is not None and g is not None and p.is_integer() and p == g
     if answer_type == "choice":
         p, g = _choice_letter(predicted), _choice_letter(gold)

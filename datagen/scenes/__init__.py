@@ -7,7 +7,7 @@ from datagen.scenes.base import Family
 
 __all__ = ["FAMILY_NAMES", "Family", "get_family"]
 
-FAMILY_NAMES = ("chart",)
+FAMILY_NAMES = ("chart", "geometry")
 
 
 def get_family(name: str) -> Family:
@@ -16,4 +16,8 @@ def get_family(name: str) -> Family:
         from datagen.scenes.chart import FAMILY
 
         return FAMILY
+    if name == "geometry":
+        from datagen.scenes.geometry import FAMILY as GEOMETRY
+
+        return GEOMETRY
     raise UsageError(f"unknown family {name!r}; choose one of: {', '.join(FAMILY_NAMES)}")

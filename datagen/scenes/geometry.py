@@ -1,0 +1,633 @@
+"""Geometry family: constructions drawn to scale with PIL, questions with exact sympy answers.
+
+Nine constructions (right triangle, general triangle, isosceles/equilateral, circle, regular
+polygon, composite rectangle, parallel lines cut by a transversal, coordinate plane, similar
+triangles). Each builder returns the figure (points in math units, segments, marks, labels) and
+the numbers given on it; questions compute their gold answers with sympy from those numbers and
+carry them exactly (``5*sqrt(3)``, ``25*pi``, ``3/4``) and as a float.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import sympy as sp
+from matplotlib import font_manager
+from PIL import Image, ImageDraw, ImageFont
+
+from datagen.records import AnswerType, Scene, Task, stable_id
+from datagen.scenes.base import Family
+from datagen.templates import load_yaml, render_string
+
+__all__ = ["CONSTRUCTIONS", "FAMILY", "make_scene", "pose", "render_figure"]
+
+Spec = dict[str, Any]
+Rng = np.random.Generator
+MARGIN = 80
+INK = (20, 20, 20)
+MARK = (40, 90, 200)
+
+
+@functools.cache
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+
+
+def _deg(x: float) -> str:
+    return f"{x:g}°"
+
+
+# ---------------------------------------------------------------------------------------------
+# Constructions: each returns a spec with math coordinates and the given values.
+
+
+def _base(construction: str, points: dict[str, tuple[float, float]]) -> Spec:
+    return {"construction": construction, "points": {k: [float(x), float(y)] for k, (x, y)
+                                                      in points.items()},
+            "segments": [], "dashed": [], "circles": [], "side_labels": [], "angle_labels": [],
+            "right_angles": [], "ticks": [], "arrows": [], "shade": [], "unshade_circle": None,
+            "grid": None, "given": {}, "labelled": list(points)}
+
+
+def _rotate(spec: Spec, rng: Rng) -> None:
+    """Turn the figure by a random angle so the same construction is not always upright."""
+    t = float(rng.uniform(0, 2 * math.pi))
+    c, s = math.cos(t), math.sin(t)
+    spec["points"] = {k: [c * x - s * y, s * x + c * y] for k, (x, y) in spec["points"].items()}
+
+
+def _right_triangle(rng: Rng) -> Spec:
+    mode = str(rng.choice(["legs", "leg_hyp"]))
+    if mode == "legs":
+        a, b = (int(v) for v in rng.integers(3, 13, size=2))
+        c_len = math.hypot(a, b)
+    else:
+        tri = [(3, 4, 5), (5, 12, 13), (8, 15, 17), (6, 8, 10), (7, 24, 25), (9, 12, 15)]
+        a, b, c = tri[rng.integers(len(tri))]
+        a, b = (a, b) if rng.random() < 0.5 else (b, a)
+        c_len = c
+    spec = _base("right_triangle", {"C": (0, 0), "B": (a, 0), "A": (0, b)})
+    spec["segments"] = [["A", "B"], ["B", "C"], ["C", "A"]]
+    spec["right_angles"] = [["B", "C", "A"]]
+    if mode == "legs":
+        spec["side_labels"] = [["B", "C", str(a)], ["C", "A", str(b)]]
+        spec["given"] = {"a": a, "b": b}
+    else:
+        spec["side_labels"] = [["B", "C", str(a)], ["A", "B", str(int(c_len))]]
+        spec["given"] = {"a": a, "c": int(c_len)}
+    spec["mode"] = mode
+    _rotate(spec, rng)
+    return spec
+
+
+def _general_triangle(rng: Rng) -> Spec:
+    mode = str(rng.choice(["angles", "sas", "sss"]))
+    if mode == "angles":
+        while True:
+            al, be = (int(v) for v in rng.integers(6, 20, size=2) * 5)
+            if al + be <= 140:
+                break
+        c = 8.0
+        ga = 180 - al - be
+        b = c * math.sin(math.radians(be)) / math.sin(math.radians(ga))
+        pts = {"A": (0, 0), "B": (c, 0),
+               "C": (b * math.cos(math.radians(al)), b * math.sin(math.radians(al)))}
+        spec = _base("general_triangle", {**pts, "D": _extend(pts["B"], pts["C"], 0.45)})
+        spec["segments"] = [["A", "B"], ["B", "C"], ["C", "A"]]
+        spec["dashed"] = [["C", "D"]]
+        spec["angle_labels"] = [["B", "A", "C", _deg(al)], ["C", "B", "A", _deg(be)]]
+        spec["given"] = {"alpha": al, "beta": be}
+    else:
+        if mode == "sas":
+            b, c = (int(v) for v in rng.integers(3, 11, size=2))
+            al = int(rng.choice([30, 45, 60, 90, 120, 135]))
+        else:
+            while True:
+                a, b, c = (int(v) for v in rng.integers(4, 13, size=3))
+                if a + b > c + 1 and a + c > b + 1 and b + c > a + 1:
+                    break
+            al = math.degrees(math.acos((b * b + c * c - a * a) / (2 * b * c)))
+        pts = {"A": (0, 0), "B": (c, 0),
+               "C": (b * math.cos(math.radians(al)), b * math.sin(math.radians(al)))}
+        spec = _base("general_triangle", pts)
+        spec["segments"] = [["A", "B"], ["B", "C"], ["C", "A"]]
+        spec["side_labels"] = [["A", "B", str(c)], ["C", "A", str(b)]]
+        if mode == "sas":
+            spec["angle_labels"] = [["B", "A", "C", _deg(al)]]
+            spec["given"] = {"b": b, "c": c, "alpha": al}
+        else:
+            spec["side_labels"].append(["B", "C", str(a)])
+            spec["given"] = {"a": a, "b": b, "c": c}
+    spec["mode"] = mode
+    _rotate(spec, rng)
+    return spec
+
+
+def _extend(p: tuple[float, float], q: tuple[float, float], f: float) -> tuple[float, float]:
+    """The point beyond ``q`` on line pq, ``f`` times |pq| further."""
+    return q[0] + (q[0] - p[0]) * f, q[1] + (q[1] - p[1]) * f
+
+
+def _isosceles(rng: Rng) -> Spec:
+    mode = str(rng.choice(["isosceles", "equilateral"]))
+    s = int(rng.integers(4, 13))
+    apex = 60 if mode == "equilateral" else int(rng.integers(10, 71)) * 2
+    half = math.radians(apex / 2)
+    pts = {"A": (0, s * math.cos(half)), "B": (-s * math.sin(half), 0),
+           "C": (s * math.sin(half), 0)}
+    spec = _base("isosceles", pts)
+    spec["segments"] = [["A", "B"], ["B", "C"], ["C", "A"]]
+    spec["ticks"] = [["A", "B", 1], ["A", "C", 1]] + ([["B", "C", 1]] if apex == 60 else [])
+    if mode == "equilateral":
+        spec["side_labels"] = [["B", "C", str(s)]]
+        spec["given"] = {"s": s}
+    else:
+        spec["angle_labels"] = [["B", "A", "C", _deg(apex)]]
+        spec["given"] = {"apex": apex}
+    spec["mode"] = mode
+    _rotate(spec, rng)
+    return spec
+
+
+def _circle(rng: Rng) -> Spec:
+    mode = str(rng.choice(["radius", "angles", "tangent"]))
+    r = int(rng.integers(3, 11))
+    if mode == "radius":
+        t = float(rng.uniform(0, 2 * math.pi))
+        spec = _base("circle", {"O": (0, 0), "P": (r * math.cos(t), r * math.sin(t))})
+        spec["segments"] = [["O", "P"]]
+        spec["side_labels"] = [["O", "P", str(r)]]
+        spec["given"] = {"r": r}
+    elif mode == "angles":
+        theta = int(rng.choice([40, 60, 80, 90, 100, 120, 140]))
+        t0 = float(rng.uniform(0, 2 * math.pi))
+        t1 = t0 + math.radians(theta)
+        tc = t0 + math.radians(theta) + math.radians((360 - theta) / 2)
+        pts = {"O": (0, 0), "A": (r * math.cos(t0), r * math.sin(t0)),
+               "B": (r * math.cos(t1), r * math.sin(t1)), "C": (r * math.cos(tc), r * math.sin(tc))}
+        spec = _base("circle", pts)
+        spec["segments"] = [["O", "A"], ["O", "B"], ["A", "C"], ["B", "C"], ["A", "B"]]
+        spec["angle_labels"] = [["A", "O", "B", _deg(theta)]]
+        spec["side_labels"] = [["O", "A", str(r)]]
+        spec["given"] = {"r": r, "theta": theta}
+    else:
+        d = r + int(rng.integers(2, 9))
+        tt = math.acos(r / d)
+        pts = {"O": (0, 0), "P": (d, 0), "T": (r * math.cos(tt), r * math.sin(tt))}
+        spec = _base("circle", pts)
+        spec["segments"] = [["O", "P"], ["O", "T"], ["T", "P"]]
+        spec["right_angles"] = [["O", "T", "P"]]
+        spec["side_labels"] = [["O", "T", str(r)], ["O", "P", str(d)]]
+        spec["given"] = {"r": r, "d": d}
+        _rotate(spec, rng)
+    spec["circles"] = [["O", r]]
+    spec["mode"] = mode
+    return spec
+
+
+def _polygon(rng: Rng) -> Spec:
+    n = int(rng.choice([5, 6, 8, 10, 12]))
+    s = int(rng.integers(2, 11))
+    big_r = s / (2 * math.sin(math.pi / n))
+    t0 = float(rng.uniform(0, 2 * math.pi))
+    names = "ABCDEFGHIJKL"[:n]
+    pts = {names[i]: (big_r * math.cos(t0 + 2 * math.pi * i / n),
+                      big_r * math.sin(t0 + 2 * math.pi * i / n)) for i in range(n)}
+    spec = _base("polygon", pts)
+    spec["segments"] = [[names[i], names[(i + 1) % n]] for i in range(n)]
+    spec["ticks"] = [[names[i], names[(i + 1) % n], 1] for i in range(n)]
+    spec["side_labels"] = [[names[0], names[1], str(s)]]
+    spec["labelled"] = list(names) if n <= 8 else []
+    spec["given"] = {"n": n, "s": s}
+    return spec
+
+
+def _composite(rng: Rng) -> Spec:
+    w, h = int(rng.integers(6, 15)), int(rng.integers(2, 6)) * 2
+    pts = {"A": (0, 0), "B": (w, 0), "C": (w, h), "D": (0, h), "M": (w, h / 2)}
+    spec = _base("composite", pts)
+    spec["segments"] = [["A", "B"], ["B", "C"], ["C", "D"], ["D", "A"]]
+    spec["shade"] = [["A", "B", "C", "D"]]
+    spec["unshade_circle"] = ["M", h / 2]  # a semicircle cut out of the right side
+    spec["side_labels"] = [["A", "B", str(w)], ["B", "C", str(h)]]
+    spec["labelled"] = ["A", "B", "C", "D"]
+    spec["given"] = {"w": w, "h": h}
+    return spec
+
+
+def _parallel(rng: Rng) -> Spec:
+    x = int(rng.choice([v for v in range(35, 165, 5) if v != 90]))
+    gap = 5.0
+    t = math.radians(x)
+    dx = gap / math.tan(t)
+    # The parallel lines reach well past both crossings on either side.
+    left, right = min(4.0, 4.0 - dx) - 5.0, max(4.0, 4.0 - dx) + 6.0
+    pts = {"P": (4.0, gap), "Q": (4.0 - dx, 0.0),
+           "L1": (left, gap), "R1": (right, gap), "L2": (left, 0.0), "R2": (right, 0.0),
+           "U": _extend((4.0 - dx, 0.0), (4.0, gap), 0.35),
+           "V": _extend((4.0, gap), (4.0 - dx, 0.0), 0.35)}
+    spec = _base("parallel", pts)
+    spec["segments"] = [["L1", "R1"], ["L2", "R2"], ["U", "V"]]
+    spec["arrows"] = [["L1", "R1", 1], ["L2", "R2", 1]]
+    relation = str(rng.choice(["alternate", "corresponding", "co_interior"]))
+    # The given angle lies between the lines, left of the transversal; the asked one, marked
+    # "?", sits where the relation says.
+    spec["angle_labels"] = [["L1", "P", "V", _deg(x)]]
+    target = {"alternate": ["R2", "Q", "U"], "corresponding": ["L2", "Q", "V"],
+              "co_interior": ["L2", "Q", "U"]}[relation]
+    spec["angle_labels"].append([*target, "?"])
+    spec["labelled"] = ["P", "Q"]
+    spec["given"] = {"x": x}
+    spec["mode"] = relation
+    return spec
+
+
+def _coordinate(rng: Rng) -> Spec:
+    while True:
+        pts = [tuple(int(v) for v in rng.integers(0, 11, size=2)) for _ in range(3)]
+        (ax, ay), (bx, by), (cx, cy) = pts
+        area2 = abs((bx - ax) * (cy - ay) - (cx - ax) * (by - ay))
+        if len(set(pts)) == 3 and area2 >= 8 and ax != bx and min(
+                math.dist(p, q) for p in pts for q in pts if p != q) >= 3:
+            break
+    spec = _base("coordinate", {"A": pts[0], "B": pts[1], "C": pts[2]})
+    spec["segments"] = [["A", "B"], ["B", "C"], ["C", "A"]]
+    spec["grid"] = [0, 10]
+    spec["coord_labels"] = True
+    spec["given"] = {"A": list(pts[0]), "B": list(pts[1]), "C": list(pts[2])}
+    return spec
+
+
+def _similar(rng: Rng) -> Spec:
+    a, b, c = [(3, 4, 5), (5, 6, 7), (4, 6, 8), (6, 7, 9), (5, 8, 9)][rng.integers(5)]
+    k = sp.Rational(int(rng.integers(3, 8)), 2)
+    al = math.acos((b * b + c * c - a * a) / (2 * b * c))
+    small = {"A": (0, 0), "B": (c, 0), "C": (b * math.cos(al), b * math.sin(al))}
+    off = c + 2.5
+    kf = float(k)
+    big = {"D": (off, 0), "E": (off + c * kf, 0),
+           "F": (off + b * kf * math.cos(al), b * kf * math.sin(al))}
+    spec = _base("similar", {**small, **big})
+    spec["segments"] = [["A", "B"], ["B", "C"], ["C", "A"], ["D", "E"], ["E", "F"], ["F", "D"]]
+    spec["side_labels"] = [["A", "B", str(c)], ["B", "C", str(a)], ["D", "E", str(k * c)],
+                           ["E", "F", "?"]]
+    spec["given"] = {"c": c, "a": a, "c2": str(k * c)}
+    return spec
+
+
+CONSTRUCTIONS: dict[str, Callable[[Rng], Spec]] = {
+    "right_triangle": _right_triangle, "general_triangle": _general_triangle,
+    "isosceles": _isosceles, "circle": _circle, "polygon": _polygon, "composite": _composite,
+    "parallel": _parallel, "coordinate": _coordinate, "similar": _similar,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _fit(spec: Spec) -> dict[str, tuple[float, float]]:
+    """Pixel positions of every point: uniform scale (drawn to scale), centred, y up."""
+    w, h = spec["size"]
+    xs = [p[0] for p in spec["points"].values()]
+    ys = [p[1] for p in spec["points"].values()]
+    for name, r in spec["circles"]:
+        cx, cy = spec["points"][name]
+        xs += [cx - r, cx + r]
+        ys += [cy - r, cy + r]
+    if spec["grid"]:
+        lo, hi = spec["grid"]
+        xs += [lo - 0.5, hi + 0.5]
+        ys += [lo - 0.5, hi + 0.5]
+    dx, dy = max(xs) - min(xs) or 1.0, max(ys) - min(ys) or 1.0
+    scale = min((w - 2 * MARGIN) / dx, (h - 2 * MARGIN) / dy)
+    ox = (w - scale * dx) / 2 - scale * min(xs)
+    oy = (h + scale * dy) / 2 + scale * min(ys)
+    spec["scale"] = scale
+    return {k: (ox + scale * x, oy - scale * y) for k, (x, y) in spec["points"].items()}
+
+
+def _away(p: tuple[float, float], centre: tuple[float, float], dist: float) -> tuple[float, float]:
+    vx, vy = p[0] - centre[0], p[1] - centre[1]
+    n = math.hypot(vx, vy) or 1.0
+    return p[0] + vx / n * dist, p[1] + vy / n * dist
+
+
+def _text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, size: int,
+          fill: tuple[int, int, int] = INK) -> tuple[float, float, float, float]:
+    font = _font(size)
+    box = draw.textbbox(xy, text, font=font, anchor="mm")
+    draw.rectangle(box, fill="white")
+    draw.text(xy, text, font=font, fill=fill, anchor="mm")
+    return box
+
+
+def render_figure(spec: Spec) -> tuple[bytes, dict[str, list[float]], list[list[float]]]:
+    """Draw ``spec``; returns PNG bytes, pixel positions and the label boxes drawn."""
+    w, h = spec["size"]
+    px = _fit(spec)
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    lw = 3
+    if spec["grid"]:
+        _draw_grid(d, spec, px)
+    for poly in spec["shade"]:
+        d.polygon([px[n] for n in poly], fill=(200, 200, 200))
+    if spec["unshade_circle"]:
+        name, r = spec["unshade_circle"]
+        cx, cy = px[name]
+        rr = r * spec["scale"]
+        d.pieslice([cx - rr, cy - rr, cx + rr, cy + rr], 90, 270, fill="white", outline=INK,
+                   width=lw)
+    for name, r in spec["circles"]:
+        cx, cy = px[name]
+        rr = r * spec["scale"]
+        d.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], outline=INK, width=lw)
+    for a, b in spec["segments"]:
+        d.line([px[a], px[b]], fill=INK, width=lw)
+    for a, b in spec["dashed"]:
+        _dashed(d, px[a], px[b])
+    for a, b, n in spec["ticks"]:
+        _ticks(d, px[a], px[b], n)
+    for a, b, _count in spec["arrows"]:
+        _arrow(d, px[a], px[b])
+    for p, v, q in spec["right_angles"]:
+        _right_mark(d, px[p], px[v], px[q])
+    boxes: list[list[float]] = []
+    centre = tuple(np.mean([px[n] for n in spec["points"]], axis=0))
+    for p, v, q, text in spec["angle_labels"]:
+        boxes.append(list(_angle_mark(d, px[p], px[v], px[q], text)))
+    for a, b, text in spec["side_labels"]:
+        boxes.append(list(_side_label(d, px[a], px[b], text, centre)))
+    for name in spec["labelled"]:
+        x, y = px[name]
+        d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=INK)
+        label = name
+        if spec.get("coord_labels"):
+            gx, gy = spec["given"][name]
+            label = f"{name}({gx}, {gy})"
+        boxes.append(list(_text(d, _away((x, y), centre, 24 + 3 * len(label)), label, 20)))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue(), {k: [round(x, 2), round(y, 2)] for k, (x, y) in px.items()}, boxes
+
+
+def _draw_grid(d: ImageDraw.ImageDraw, spec: Spec, px: dict[str, tuple[float, float]]) -> None:
+    lo, hi = spec["grid"]
+    s = spec["scale"]
+    ax, ay = px["A"]
+    gx, gy = spec["points"]["A"]
+    x0, y0 = ax - gx * s, ay + gy * s  # pixel of the origin
+    for v in range(lo, hi + 1):
+        d.line([(x0 + v * s, y0 - lo * s), (x0 + v * s, y0 - hi * s)], fill=(225, 225, 225))
+        d.line([(x0 + lo * s, y0 - v * s), (x0 + hi * s, y0 - v * s)], fill=(225, 225, 225))
+        if v % 2 == 0:
+            _text(d, (x0 + v * s, y0 + 14), str(v), 13, (90, 90, 90))
+            if v:
+                _text(d, (x0 - 14, y0 - v * s), str(v), 13, (90, 90, 90))
+    d.line([(x0 + lo * s, y0), (x0 + hi * s, y0)], fill=(110, 110, 110), width=2)
+    d.line([(x0, y0 - lo * s), (x0, y0 - hi * s)], fill=(110, 110, 110), width=2)
+
+
+def _unit(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    n = math.dist(a, b) or 1.0
+    return (b[0] - a[0]) / n, (b[1] - a[1]) / n
+
+
+def _dashed(d: ImageDraw.ImageDraw, a: tuple[float, float], b: tuple[float, float]) -> None:
+    ux, uy = _unit(a, b)
+    n = int(math.dist(a, b) // 12)
+    for i in range(n):
+        s, e = i * 12, i * 12 + 7
+        d.line([(a[0] + ux * s, a[1] + uy * s), (a[0] + ux * e, a[1] + uy * e)], fill=INK,
+               width=2)
+
+
+def _ticks(d: ImageDraw.ImageDraw, a: tuple[float, float], b: tuple[float, float],
+           n: int) -> None:
+    ux, uy = _unit(a, b)
+    mx, my = (a[0] + b[0]) / 2, (a[1] + b[1]) / 2
+    for i in range(n):
+        off = (i - (n - 1) / 2) * 6
+        cx, cy = mx + ux * off, my + uy * off
+        d.line([(cx - uy * 8, cy + ux * 8), (cx + uy * 8, cy - ux * 8)], fill=MARK, width=2)
+
+
+def _arrow(d: ImageDraw.ImageDraw, a: tuple[float, float], b: tuple[float, float]) -> None:
+    ux, uy = _unit(a, b)
+    mx, my = a[0] + (b[0] - a[0]) * 0.8, a[1] + (b[1] - a[1]) * 0.8
+    tip = (mx + ux * 8, my + uy * 8)
+    d.polygon([tip, (mx - ux * 6 - uy * 7, my - uy * 6 + ux * 7),
+               (mx - ux * 6 + uy * 7, my - uy * 6 - ux * 7)], fill=MARK)
+
+
+def _right_mark(d: ImageDraw.ImageDraw, p: tuple[float, float], v: tuple[float, float],
+                q: tuple[float, float]) -> None:
+    (ax, ay), (bx, by) = _unit(v, p), _unit(v, q)
+    k = 16
+    pts = [(v[0] + ax * k, v[1] + ay * k), (v[0] + (ax + bx) * k, v[1] + (ay + by) * k),
+           (v[0] + bx * k, v[1] + by * k)]
+    d.line(pts, fill=MARK, width=2)
+
+
+def _angle_mark(d: ImageDraw.ImageDraw, p: tuple[float, float], v: tuple[float, float],
+                q: tuple[float, float], text: str) -> tuple[float, float, float, float]:
+    a1 = math.degrees(math.atan2(p[1] - v[1], p[0] - v[0]))
+    a2 = math.degrees(math.atan2(q[1] - v[1], q[0] - v[0]))
+    span = (a2 - a1) % 360
+    start, end = (a1, a1 + span) if span <= 180 else (a2, a2 + 360 - span)
+    r = 26
+    d.arc([v[0] - r, v[1] - r, v[0] + r, v[1] + r], start, end, fill=MARK, width=2)
+    mid = math.radians((start + end) / 2)
+    return _text(d, (v[0] + 50 * math.cos(mid), v[1] + 50 * math.sin(mid)), text, 18, MARK)
+
+
+def _side_label(d: ImageDraw.ImageDraw, a: tuple[float, float], b: tuple[float, float],
+                text: str, centre: tuple[float, ...]) -> tuple[float, float, float, float]:
+    mid = ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
+    ux, uy = _unit(a, b)
+    n1 = (mid[0] - uy * 22, mid[1] + ux * 22)
+    n2 = (mid[0] + uy * 22, mid[1] - ux * 22)
+    spot = max(n1, n2, key=lambda p: math.dist(p, centre))
+    return _text(d, spot, text, 19)
+
+
+def _overlaps(boxes: list[list[float]], size: list[int]) -> bool:
+    w, h = size
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        if x0 < 2 or y0 < 2 or x1 > w - 2 or y1 > h - 2:
+            return True
+        for a0, b0, a1, b1 in boxes[i + 1 :]:
+            if x0 < a1 and a0 < x1 and y0 < b1 and b0 < y1:
+                return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenes
+
+
+def make_scene(index: int, seed: int) -> Scene:
+    """Geometry scene number ``index`` of a run seeded with ``seed`` (pure function)."""
+    rng = np.random.default_rng([seed, index, 0x6E0])
+    name = list(CONSTRUCTIONS)[int(rng.integers(len(CONSTRUCTIONS)))]
+    for _attempt in range(50):
+        spec = CONSTRUCTIONS[name](rng)
+        spec["size"] = [int(rng.integers(56, 73)) * 10, int(rng.integers(50, 65)) * 10]
+        png, px, boxes = render_figure(spec)
+        if not _overlaps(boxes, spec["size"]):
+            break
+    spec["pixels"] = px
+    spec["label_boxes"] = boxes
+    level = {"polygon": 0, "circle": 0, "composite": 1, "parallel": 1, "isosceles": 0,
+             "right_triangle": 0, "coordinate": 1, "similar": 1, "general_triangle": 2}[name]
+    return Scene(id=f"geometry-{stable_id('geometry', seed, index)}", family="geometry",
+                 kind=name, seed=index, image=png, spec=spec,
+                 difficulty=("easy", "medium", "hard")[level])
+
+
+# ---------------------------------------------------------------------------------------------
+# Questions: (qtype, answer, answer_type, facts) per construction; answers are sympy-exact.
+
+Q = tuple[str, sp.Expr, AnswerType, dict[str, Any]]
+
+
+def _questions(spec: Spec) -> list[Q]:
+    g, c, mode = spec["given"], spec["construction"], spec.get("mode")
+    S = sp.Integer
+    out: list[Q] = []
+    if c == "right_triangle":
+        if mode == "legs":
+            a, b = S(g["a"]), S(g["b"])
+            out += [("hypotenuse", sp.sqrt(a**2 + b**2), "expression", {}),
+                    ("right_area", a * b / 2, "expression", {}),
+                    ("tan_ratio", a / b, "expression", {}),
+                    ("right_perimeter", a + b + sp.sqrt(a**2 + b**2), "expression", {})]
+        else:
+            a, hyp = S(g["a"]), S(g["c"])
+            out += [("missing_leg", sp.sqrt(hyp**2 - a**2), "integer", {}),
+                    ("sin_ratio", a / hyp, "expression", {})]
+    elif c == "general_triangle":
+        if mode == "angles":
+            al, be = S(g["alpha"]), S(g["beta"])
+            out += [("angle_sum", 180 - al - be, "integer", {}),
+                    ("exterior_angle", al + be, "integer", {})]
+        elif mode == "sas":
+            b, cc, al = S(g["b"]), S(g["c"]), S(g["alpha"])
+            out += [("law_of_cosines",
+                     sp.sqrt(sp.nsimplify(b**2 + cc**2 - 2 * b * cc * sp.cos(sp.rad(al)))),
+                     "expression", {})]
+        else:
+            a, b, cc = S(g["a"]), S(g["b"]), S(g["c"])
+            s = (a + b + cc) / 2
+            out += [("heron_area", sp.sqrt(s * (s - a) * (s - b) * (s - cc)), "expression", {}),
+                    ("triangle_perimeter", a + b + cc, "integer", {})]
+    elif c == "isosceles":
+        if mode == "isosceles":
+            out += [("base_angle", (180 - S(g["apex"])) / 2, "number", {})]
+        else:
+            s = S(g["s"])
+            out += [("equilateral_area", sp.sqrt(3) * s**2 / 4, "expression", {}),
+                    ("equilateral_height", sp.sqrt(3) * s / 2, "expression", {})]
+    elif c == "circle":
+        r = S(g["r"])
+        if mode == "radius":
+            out += [("circle_area", sp.pi * r**2, "expression", {}),
+                    ("circumference", 2 * sp.pi * r, "expression", {}),
+                    ("circle_area_decimal", sp.pi * r**2, "number", {})]
+        elif mode == "angles":
+            th = S(g["theta"])
+            out += [("inscribed_angle", th / 2, "integer", {}),
+                    ("chord_length", sp.simplify(2 * r * sp.sin(sp.rad(th) / 2)), "expression",
+                     {}),
+                    ("arc_length", sp.pi * r * th / 180, "expression", {})]
+        else:
+            out += [("tangent_length", sp.sqrt(S(g["d"]) ** 2 - r**2), "expression", {})]
+    elif c == "polygon":
+        n, s = S(g["n"]), S(g["s"])
+        out += [("interior_angle", 180 * (n - 2) / n, "number", {}),
+                ("exterior_angle_polygon", 360 / n, "number", {}),
+                ("interior_sum", 180 * (n - 2), "integer", {}),
+                ("polygon_perimeter", n * s, "integer", {})]
+        if n == 6:
+            out += [("hexagon_area", 3 * sp.sqrt(3) * s**2 / 2, "expression", {})]
+    elif c == "composite":
+        w, h = S(g["w"]), S(g["h"])
+        out += [("shaded_area", w * h - sp.pi * (h / 2) ** 2 / 2, "expression", {}),
+                ("rectangle_diagonal", sp.sqrt(w**2 + h**2), "expression", {})]
+    elif c == "parallel":
+        x = S(g["x"])
+        ans = 180 - x if mode == "co_interior" else x
+        out += [(f"{mode}_angle", ans, "integer", {})]
+        wrong = list(dict.fromkeys(v for v in (180 - x, x, abs(90 - x), x + 20, x - 20)
+                                   if v != ans and 0 < v < 180))
+        out += [("parallel_choice", ans, "choice", {"distractors": [int(v) for v in wrong[:3]]})]
+    elif c == "coordinate":
+        (ax, ay), (bx, by), (cx, cy) = (g[k] for k in "ABC")
+        out += [("coord_distance", sp.sqrt(S(bx - ax) ** 2 + S(by - ay) ** 2), "expression", {}),
+                ("midpoint_x", sp.Rational(ax + bx, 2), "number", {}),
+                ("slope", sp.Rational(by - ay, bx - ax), "expression", {}),
+                ("coord_area", sp.Rational(abs((bx - ax) * (cy - ay) - (cx - ax) * (by - ay)), 2),
+                 "number", {})]
+    elif c == "similar":
+        k = sp.nsimplify(g["c2"]) / S(g["c"])
+        out += [("scale_factor", k, "expression", {}),
+                ("similar_side", k * S(g["a"]), "expression", {})]
+    return out
+
+
+def _format(value: sp.Expr, atype: AnswerType) -> str:
+    if atype == "number":
+        f = float(value)
+        return f"{f:.2f}".rstrip("0").rstrip(".") if not float(f).is_integer() else str(int(f))
+    if atype == "integer":
+        return str(int(value))
+    return sp.sstr(sp.nsimplify(value))
+
+
+def pose(scene: Scene, k: int) -> list[Task]:
+    """Up to ``k`` questions about ``scene`` with exact gold answers."""
+    spec = scene.spec
+    rng = np.random.default_rng(int(stable_id(scene.id, "pose"), 16))
+    phrasings = load_yaml("questions/geometry.yaml")
+    drafts = _questions(spec)
+    order = rng.permutation(len(drafts))
+    tasks: list[Task] = []
+    for i in order[:k]:
+        qtype, value, atype, facts = drafts[int(i)]
+        answer = _format(value, atype)
+        options_text = ""
+        if atype == "choice":
+            opts = [int(value)] + facts["distractors"]
+            perm = rng.permutation(len(opts))
+            options = {"ABCD"[j]: f"{opts[p]}°" for j, p in enumerate(perm)}
+            answer = next(L for L, v in options.items() if v == f"{int(value)}°")
+            facts = {**facts, "options": options}
+            options_text = "\n".join(f"{L}. {v}" for L, v in options.items())
+        pick = phrasings[qtype][int(rng.integers(len(phrasings[qtype])))]
+        question = render_string(pick, options_text=options_text, **_names(spec))
+        level = ("easy", "medium", "hard").index(scene.difficulty) + (atype == "expression")
+        tasks.append(Task(
+            id=f"geometry-{stable_id(scene.id, qtype)}",
+            scene=scene, task_type=f"geometry.{spec['construction']}.{qtype}",
+            question=question, answer=answer, answer_type=atype,
+            tolerance=0.01 if atype == "number" else 0.0,
+            difficulty=("easy", "medium", "hard")[min(level, 2)],
+            ops=("compute",),
+            facts={"op": qtype, **facts},
+        ))
+    return tasks
+
+
+def _names(spec: Spec) -> dict[str, Any]:
+    names = list(spec["points"])
+    return {"n": spec["given"].get("n"), "first": names[0], "second": names[1] if len(names) > 1
+            else names[0]}
+
+
+FAMILY = Family(name="geometry", make_scene=make_scene, pose=pose)
