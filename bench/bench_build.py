@@ -1,10 +1,11 @@
-"""Throughput of the chart pipeline: render alone vs the whole build, samples per second.
+"""Throughput per scene family: render alone vs the whole build, samples per second.
 
-    python bench/bench_build.py [--families chart,geometry] [--scenes 48] [--repeats 3] [--workers N]
+    python bench/bench_build.py [--families chart,geometry] [--scenes 48] [--repeats 3]
+                                [--workers N]
 
-Render = make one scene (spec + drawing + PNG) and pose its questions, one core. Whole build = every stage
-(render, pose, teach, sandbox execution, verify, write shards, dedup, publish) through the
-library's shard runner, first on one worker, then on a process pool of ``--workers``.
+Render = make one scene (spec + drawing + PNG) and pose its questions, one core. Whole build =
+every stage (render, pose, teach, sandbox execution, verify, write shards, dedup, publish)
+through the library's shard runner, first on one worker, then on a process pool of ``--workers``.
 Samples are published rows. Figures are medians over ``--repeats`` runs made in this process.
 """
 

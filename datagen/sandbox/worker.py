@@ -1,8 +1,9 @@
 """Worker side of the sandbox: runs teacher-written cells in a persistent namespace.
 
-This module is preloaded into the multiprocessing forkserver (see ``session.py``), so the
-heavy imports below (numpy, PIL, matplotlib with Agg, pyplot) and the one-off font/plugin
-warm-up are paid once per parent process; every worker is a cheap fork of that state.
+The heavy imports below (numpy, PIL, matplotlib with Agg, pyplot) and the one-off
+font/codec warm-up are paid once by a long-lived process that then forks one worker per
+session: the multiprocessing forkserver in "process" mode (see ``session.py``), the jail
+process in "bwrap" mode (see ``jail.py``). Both share ``run_cell`` and ``serve``.
 
 Nothing here is meant to be imported by the parent process: importing it pins BLAS to one
 thread and selects the Agg backend process-wide.
@@ -20,6 +21,7 @@ os.environ["MPLBACKEND"] = "Agg"
 
 import ast  # noqa: E402
 import io  # noqa: E402
+import json  # noqa: E402
 import linecache  # noqa: E402
 import resource  # noqa: E402
 import signal  # noqa: E402
@@ -27,6 +29,7 @@ import sys  # noqa: E402
 import threading  # noqa: E402
 import traceback  # noqa: E402
 import types  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from multiprocessing import spawn  # noqa: E402
 from multiprocessing.connection import Connection  # noqa: E402
 from typing import Any  # noqa: E402
@@ -41,6 +44,7 @@ from matplotlib._pylab_helpers import Gcf  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from datagen.sandbox.protocol import dumps, result_to_wire  # noqa: E402
 from datagen.sandbox.session import WORKER_PROCESS_NAME  # noqa: E402
 
 CELL_FILENAME = "<cell>"
@@ -256,9 +260,45 @@ def run_cell(code: str, ns: dict[str, Any], max_chars: int, max_images: int) -> 
 
 def _load_image(spec: tuple[Any, ...]) -> Image.Image:
     if spec[0] == "raw":  # ("raw", (w, h), rgb_bytes) from a PIL image in the parent
-        return Image.frombytes("RGB", spec[1], spec[2])
+        return Image.frombytes("RGB", tuple(spec[1]), spec[2])
     img = Image.open(io.BytesIO(spec[1]))
     return img.convert("RGB")  # convert() also forces the decode
+
+
+def install_display_hooks() -> None:
+    """Make ``plt.show`` / ``Figure.show`` / ``Image.show`` capture instead of display."""
+    plt.show = _plt_show
+    Figure.show = _figure_show  # type: ignore[method-assign]
+    Image.Image.show = _pil_show  # type: ignore[method-assign]
+
+
+def prepare_namespace(image_spec: tuple[Any, ...]) -> dict[str, Any]:
+    """Write ``input_image.jpg`` into the cwd and return a fresh ``__main__`` namespace."""
+    img = _load_image(image_spec)
+    img.save(INPUT_IMAGE_FILE, format="JPEG", quality=95)
+    main_mod = types.ModuleType("__main__")
+    main_mod.__dict__["input_image"] = img
+    sys.modules["__main__"] = main_mod  # so pickling cell-defined classes works
+    return main_mod.__dict__
+
+
+def serve(recv: Callable[[], bytes | None], send: Callable[[bytes], None], ns: dict[str, Any],
+          max_chars: int, max_images: int) -> None:
+    """Answer ``{"seq", "code"}`` requests with result lines until ``recv`` returns None.
+
+    Only this process answers: a copy made by a cell's ``os.fork()`` that falls through to
+    here exits instead, so it can neither reply for the cell nor steal the next request.
+    """
+    me = os.getpid()
+    while True:
+        msg = recv()
+        if msg is None:
+            return
+        req = json.loads(msg)
+        result = run_cell(req["code"], ns, max_chars, max_images)
+        if os.getpid() != me:
+            os._exit(0)
+        send(dumps({"seq": req["seq"], **result_to_wire(result)}))
 
 
 def _watch_parent(alive: Connection) -> None:
@@ -289,39 +329,34 @@ def _setup_process(scratch: str, memory_mb: int, alive: Connection) -> None:
     os.chdir(scratch)
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     threading.Thread(target=_watch_parent, args=(alive,), daemon=True).start()
-    plt.show = _plt_show
-    Figure.show = _figure_show  # type: ignore[method-assign]
-    Image.Image.show = _pil_show  # type: ignore[method-assign]
+    install_display_hooks()
 
 
 def main(conn: Connection, alive: Connection, scratch: str, image_spec: tuple[Any, ...],
          max_chars: int, max_images: int, memory_mb: int) -> None:
-    """Worker entry point: set up the process and namespace, then serve ``run`` requests.
+    """Process-mode worker entry point: set up the process and namespace, then serve cells.
 
-    Protocol: send ``("ready", pid)`` or ``("failed", traceback)`` once; then for every
-    ``("run", code)`` received, send back the ``run_cell`` dict. Ends on EOF.
+    Protocol (JSON in ``send_bytes`` frames, so the parent never unpickles what a cell could
+    write): ``{"ready": pid}`` or ``{"failed": traceback}`` once, then one result per request
+    (see ``serve``). Ends on EOF.
     """
     try:
         _setup_process(scratch, memory_mb, alive)
-        img = _load_image(image_spec)
-        img.save(INPUT_IMAGE_FILE, format="JPEG", quality=95)
-        main_mod = types.ModuleType("__main__")
-        main_mod.__dict__["input_image"] = img
-        sys.modules["__main__"] = main_mod  # so pickling cell-defined classes works
-        ns = main_mod.__dict__
+        ns = prepare_namespace(image_spec)
     except BaseException:  # noqa: B036 - report any setup failure to the parent
-        conn.send(("failed", traceback.format_exc()))
+        conn.send_bytes(dumps({"failed": traceback.format_exc()}))
         return
-    conn.send(("ready", os.getpid()))
-    while True:
+    conn.send_bytes(dumps({"ready": os.getpid()}))
+
+    def recv() -> bytes | None:
         try:
-            kind, code = conn.recv()
+            return conn.recv_bytes()
         except (EOFError, OSError):
-            return
-        if kind != "run":
-            return
-        conn.send(run_cell(code, ns, max_chars, max_images))
+            return None
+
+    serve(recv, conn.send_bytes, ns, max_chars, max_images)
 
 
 def _warm_up() -> None:
