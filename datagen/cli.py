@@ -43,7 +43,7 @@ def build(
     n: Annotated[int, typer.Option(help="Number of verified rows to publish.")] = 500,
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("data/demo"),
     families: Annotated[str, typer.Option(
-        "--families", "--family", help="Scene families, comma-separated: chart, geometry.",
+        "--families", "--family", help="Scene families, comma-separated: chart, geometry, search.",
     )] = "chart",
     teacher: Annotated[str, typer.Option(help="Teacher: scripted (offline).")] = "scripted",
     seed: Annotated[int, typer.Option(help="Run seed: same seed and options, same rows.")] = 0,
@@ -51,6 +51,10 @@ def build(
     shard_size: Annotated[int, typer.Option(help="Scenes per shard.")] = 16,
     questions_per_scene: Annotated[int, typer.Option(help="Questions per scene.")] = 3,
     cell_timeout: Annotated[float, typer.Option(help="Seconds per code cell.")] = 15.0,
+    max_side: Annotated[int, typer.Option(
+        help="Longest side of visual-search images (1024–4096 px by default, or beyond).")] = 4096,
+    clutter: Annotated[float, typer.Option(
+        help="Distractor density multiplier for visual search.")] = 1.0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing build in --out.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue the build in --out.")] = False,
 ) -> None:
@@ -65,7 +69,8 @@ def build(
         raise UsageError("--overwrite and --resume exclude each other; pick one")
     options = dict(split=split, n=n, out=out_dir, families=families, teacher=teacher, seed=seed,
                    shard_size=shard_size, questions_per_scene=questions_per_scene,
-                   cell_timeout=cell_timeout, command=shlex.join(["datagen", *sys.argv[1:]]))
+                   cell_timeout=cell_timeout, max_side=max_side, clutter=clutter,
+                   command=shlex.join(["datagen", *sys.argv[1:]]))
     if workers:
         options["workers"] = workers
     cfg = BuildConfig.from_options(**options)

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -19,7 +19,7 @@ __all__ = ["BuildConfig"]
 
 # Options that change what rows a shard holds; anything else (n, workers, out) does not.
 _CONTENT_FIELDS = ("split", "families", "teacher", "seed", "shard_size", "questions_per_scene",
-                   "max_turns", "cell_timeout")
+                   "max_turns", "cell_timeout", "max_side", "clutter")
 class BuildConfig(BaseModel):
     """Everything ``datagen build`` needs to know."""
 
@@ -36,6 +36,8 @@ class BuildConfig(BaseModel):
     max_turns: int = 6
     cell_timeout: float = 15.0
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
+    max_side: int = Field(4096, ge=512, description="longest side of visual-search images")
+    clutter: float = Field(1.0, gt=0, le=10, description="distractor density multiplier")
     command: str = ""
 
     @field_validator("n", "shard_size", "questions_per_scene", "workers", "max_turns")
@@ -69,6 +71,10 @@ class BuildConfig(BaseModel):
         if v not in TEACHER_NAMES:
             raise ValueError(f"unknown teacher {v!r}; choose one of: {', '.join(TEACHER_NAMES)}")
         return v
+
+    def scene_options(self) -> dict[str, Any]:
+        """The knobs handed to every family's ``make_scene``."""
+        return {"max_side": self.max_side, "clutter": self.clutter}
 
     def family_of(self, shard: int) -> tuple[str, int]:
         """The family of shard ``shard`` and the shard's number within that family.

@@ -100,6 +100,7 @@ def publish(cfg: BuildConfig, shards: list[ShardSummary]) -> PublishReport:
 
     rejects = _merge_rejects(cfg, shards, dups)
     stats = _stats(cfg, shards, table, len(dups), rejects)
+    stats.update(_histograms(shards, picked))
     write_text(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True))
     info_yaml = _dataset_info_yaml(cfg.split, table, [out / f for f in files])
     write_text(out / "README.md", render("sft_card.md.j2", folder="data_cards", s=stats,
@@ -152,6 +153,29 @@ def _merge_rejects(cfg: BuildConfig, shards: list[ShardSummary],
         reasons["duplicate"] += len(dups)
     write_text(cfg.out / "rejects.jsonl", "".join(ln + "\n" for ln in lines))
     return reasons
+
+
+_SIDE_BINS = ((1024, "≤1024"), (2048, "1025–2048"), (3072, "2049–3072"), (4096, "3073–4096"))
+_AREA_BINS = ((0.0003, "<0.03 %"), (0.001, "0.03–0.1 %"), (0.003, "0.1–0.3 %"), (1.0, "≥0.3 %"))
+
+
+def _bin(value: float, bins: tuple[tuple[float, str], ...], last: str) -> str:
+    return next((label for edge, label in bins if value <= edge), last)
+
+
+def _histograms(shards: list[ShardSummary], picked: list[Position]) -> dict[str, Any]:
+    """Image long side and target area of the published rows, binned for the card."""
+    by_index = {s.index: s for s in shards}
+    sides: Counter[str] = Counter()
+    areas: Counter[str] = Counter()
+    for shard, row in picked:
+        s = by_index[shard]
+        sides[_bin(s.sides[row], _SIDE_BINS, ">4096")] += 1
+        if s.target_areas[row] is not None:
+            areas[_bin(s.target_areas[row], _AREA_BINS, "≥0.3 %")] += 1
+    order = [label for _, label in _SIDE_BINS] + [">4096"]
+    return {"by_long_side": {k: sides[k] for k in order if sides[k]},
+            "by_target_area": {label: areas[label] for _, label in _AREA_BINS if areas[label]}}
 
 
 def _stats(cfg: BuildConfig, shards: list[ShardSummary], table: pa.Table | None, dups: int,

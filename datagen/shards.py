@@ -11,6 +11,7 @@ The same config and index always give byte-identical row files.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import shutil
 import time
@@ -21,6 +22,7 @@ from typing import Any
 
 import datasets
 import pyarrow.parquet as pq
+from PIL import Image
 
 from datagen.atomic import atomic_path, write_text
 from datagen.config import BuildConfig
@@ -49,6 +51,9 @@ class ShardSummary:
     tasks: int
     kept: int
     keys: list[str]
+    # Per kept row, for the card's histograms: the image's long side, the target's area share.
+    sides: list[int]
+    target_areas: list[float | None]
     reasons: dict[str, int]
     styles: dict[str, int]
     seconds: float
@@ -138,6 +143,8 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None) -> S
     rows: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
     keys: list[str] = []
+    sides: list[int] = []
+    areas: list[float | None] = []
     reasons: Counter[str] = Counter()
     styles: Counter[str] = Counter()
     cell_seconds: list[float] = []
@@ -145,8 +152,10 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None) -> S
     first = local * cfg.shard_size
     sandbox = _process_sandbox(cfg.cell_timeout)
     for scene_index in range(first, first + cfg.shard_size):
-        scene = family.make_scene(scene_index, cfg.seed)
+        scene = family.make_scene(scene_index, cfg.seed, cfg.scene_options())
         phash = image_phash(scene.image)
+        with Image.open(io.BytesIO(scene.image)) as im:
+            side = max(im.size)
         for task in family.pose(scene, cfg.questions_per_scene):
             tasks += 1
             traj = rollout(task, teacher, sandbox, cfg.max_turns)
@@ -157,6 +166,8 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None) -> S
                 styles[traj.style] += 1
                 rows.append(sft_row(traj, verdict))
                 keys.append(row_key(phash, task.question, task.answer))
+                sides.append(side)
+                areas.append(scene.spec.get("target_area"))
             else:
                 rejects.append(reject_record(traj, verdict))
     mode = sandbox.mode
@@ -167,7 +178,8 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None) -> S
     write_text(rejects_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects))
     summary = ShardSummary(
         index=index, content_key=cfg.content_key(), scenes=cfg.shard_size, tasks=tasks,
-        kept=len(rows), keys=keys, reasons=dict(reasons), styles=dict(styles),
+        kept=len(rows), keys=keys, sides=sides, target_areas=areas, reasons=dict(reasons),
+        styles=dict(styles),
         seconds=round(time.perf_counter() - started, 3), sandbox_mode=mode,
         cell_seconds=[round(s, 4) for s in cell_seconds],
     )

@@ -27,8 +27,8 @@ from sympy.parsing.sympy_parser import (
 
 from datagen.records import AnswerType, Trajectory
 
-__all__ = ["Verdict", "extract_answer", "match", "matcher_name", "normalize_text",
-           "parse_expression", "verify_trajectory"]
+__all__ = ["Verdict", "claimed_regions", "extract_answer", "grounding_problem", "match",
+           "matcher_name", "normalize_text", "parse_expression", "verify_trajectory"]
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:,\d{3})*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
@@ -165,12 +165,48 @@ def matcher_name(answer_type: AnswerType, tolerance: float) -> str:
     return f"number(rel_tol={tolerance:g})" if answer_type == "number" else answer_type
 
 
+_REGION = re.compile(r"^region: \((\d+), (\d+), (\d+), (\d+)\)\s*$", re.MULTILINE)
+Box = tuple[int, int, int, int]
+
+
+def claimed_regions(traj: Trajectory) -> list[Box]:
+    """Every ``region: (x0, y0, x1, y1)`` a cell printed: crops the trace says show a target."""
+    return [tuple(int(v) for v in m.groups())  # type: ignore[misc]
+            for t in traj.turns if t.result is not None
+            for m in _REGION.finditer(t.result.stdout)]
+
+
+def _inside(box: list[int] | Box, region: Box) -> bool:
+    return region[0] <= box[0] and region[1] <= box[1] and box[2] <= region[2] \
+        and box[3] <= region[3]
+
+
+def grounding_problem(traj: Trajectory) -> str | None:
+    """Why the trace's crops do not show what the task needs shown (None when they do).
+
+    Every box in ``task.facts["grounding"]`` must lie inside a claimed region, and every claimed
+    region must contain one of those boxes: a right answer read off the wrong crop is luck.
+    """
+    needed = traj.task.facts.get("grounding") or []
+    if not needed:
+        return None
+    regions = claimed_regions(traj)
+    for box in needed:
+        if not any(_inside(box, r) for r in regions):
+            return f"no crop shows the target at {tuple(box)} (crops: {regions})"
+    for r in regions:
+        if not any(_inside(box, r) for box in needed):
+            return f"the crop {r} shows none of the targets"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """Kept or not, and why."""
 
     kept: bool
-    reason: str  # "verified", or a reject reason: exec_error, timeout, crashed, no_answer, ...
+    reason: str  # "verified", or: exec_error, timeout, crashed, no_answer, turn_limit,
+    #              ungrounded, wrong_answer
     detail: str
     predicted: str | None
 
@@ -189,6 +225,9 @@ def verify_trajectory(traj: Trajectory, max_turns: int) -> Verdict:
         if len(traj.turns) >= max_turns:
             return Verdict(False, "turn_limit", f"no answer after {max_turns} turns", None)
         return Verdict(False, "no_answer", "the last turn gave no <answer>", None)
+    problem = grounding_problem(traj)
+    if problem is not None:
+        return Verdict(False, "ungrounded", problem, predicted)
     if not match(predicted, task.answer, task.answer_type, task.tolerance):
         return Verdict(False, "wrong_answer", f"predicted {predicted!r}, gold {task.answer!r} "
                        f"({matcher_name(task.answer_type, task.tolerance)})", predicted)

@@ -7,7 +7,7 @@ from datagen.scenes.base import Family
 
 __all__ = ["FAMILY_NAMES", "Family", "get_family"]
 
-FAMILY_NAMES = ("chart", "geometry")
+FAMILY_NAMES = ("chart", "geometry", "search")
 
 
 def get_family(name: str) -> Family:
@@ -20,4 +20,8 @@ def get_family(name: str) -> Family:
         from datagen.scenes.geometry import FAMILY as GEOMETRY
 
         return GEOMETRY
+    if name == "search":
+        from datagen.scenes.search import FAMILY as SEARCH
+
+        return SEARCH
     raise UsageError(f"unknown family {name!r}; choose one of: {', '.join(FAMILY_NAMES)}")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from datagen.records import Scene, Task
 
@@ -14,12 +15,14 @@ __all__ = ["Family", "format_number"]
 class Family:
     """A family of scenes: how to make scene number ``index`` of a run, and what to ask about it.
 
-    ``make_scene(index, seed)`` must be pure (same arguments, same bytes); ``pose(scene, k)``
-    returns up to ``k`` tasks whose gold answers come from the scene's spec.
+    ``make_scene(index, seed, options)`` must be pure (same arguments, same bytes); ``options``
+    are the family's knobs from the build config (``max_side``, ``clutter``; a family ignores
+    the ones it has no use for). ``pose(scene, k)`` returns up to ``k`` tasks whose gold answers
+    come from the scene's spec.
     """
 
     name: str
-    make_scene: Callable[[int, int], Scene]
+    make_scene: Callable[[int, int, Mapping[str, Any]], Scene]
     pose: Callable[[Scene, int], list[Task]]
 
 

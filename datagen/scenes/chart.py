@@ -9,7 +9,7 @@ number in the spec is exactly what the picture shows. Questions are computed fro
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -291,8 +291,8 @@ _DRAW: dict[str, Callable[[Any, Spec], None]] = {
 # Scenes
 
 
-def make_scene(index: int, seed: int) -> Scene:
-    """The chart scene number ``index`` of a run seeded with ``seed`` (pure function)."""
+def make_scene(index: int, seed: int, options: Mapping[str, Any] | None = None) -> Scene:
+    """The chart scene number ``index`` of a run seeded with ``seed`` (pure; no options apply)."""
     rng = np.random.default_rng([seed, index, 0xC4A7])
     kind = KINDS[int(rng.integers(len(KINDS)))]
     if kind == "pie":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -472,8 +472,8 @@ def _overlaps(boxes: list[list[float]], size: list[int]) -> bool:
 # Scenes
 
 
-def make_scene(index: int, seed: int) -> Scene:
-    """Geometry scene number ``index`` of a run seeded with ``seed`` (pure function)."""
+def make_scene(index: int, seed: int, options: Mapping[str, Any] | None = None) -> Scene:
+    """Geometry scene number ``index`` of a run seeded with ``seed`` (pure; no options apply)."""
     rng = np.random.default_rng([seed, index, 0x6E0])
     name = list(CONSTRUCTIONS)[int(rng.integers(len(CONSTRUCTIONS)))]
     for _attempt in range(50):

@@ -2,9 +2,11 @@
 
 It knows what a careful reader could see on the image (axis labels, tick values, legend colours,
 marked lengths and angles) and writes code that does the real work: measuring from pixels,
-cropping and zooming, drawing auxiliary lines, computing. The final answer is read from what the
-code printed, so a wrong measurement or computation gives a wrong answer that verification
-rejects. Each family has a script (``chart_script``, ``geometry_script``) that plans the cells.
+cropping and zooming, drawing auxiliary lines, computing. Where code computes the answer, the
+final answer is read from what it printed, so a wrong measurement or computation gives a wrong
+answer that verification rejects; where the answer is read off a zoomed crop, verification checks
+that the crop really showed the target. Each family has a script (``chart_script``,
+``geometry_script``, ``search_script``) that plans the cells.
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ def _script(family: str) -> Script:
         from datagen.teachers.geometry_script import GeometryScript
 
         return GeometryScript()
+    if family == "search":
+        from datagen.teachers.search_script import SearchScript
+
+        return SearchScript()
     raise ValueError(f"the scripted teacher has no script for family {family!r}")
 
 

@@ -6,6 +6,7 @@ import io
 import re
 from collections import Counter
 
+import numpy as np
 from PIL import Image
 
 from datagen.rollout import rollout
@@ -40,7 +41,8 @@ def test_draw_shows_the_figure_with_a_red_auxiliary_line(sandbox: Sandbox) -> No
     first = rollout(task, TEACHER, sandbox).turns[0].result
     assert first is not None and len(first.images) == 1
     with Image.open(io.BytesIO(first.images[0])) as im:
-        red = sum(1 for r, g, b in im.convert("RGB").getdata() if r > 200 and g < 60 and b < 60)
+        px = np.asarray(im.convert("RGB")).astype(int)
+    red = int(((px[:, :, 0] > 200) & (px[:, :, 1] < 60) & (px[:, :, 2] < 60)).sum())
     assert red > 50
 
 

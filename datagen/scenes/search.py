@@ -1,0 +1,399 @@
+"""Visual-search family: large cluttered scenes with small targets (V*-bench style).
+
+A scene is a procedural background (gradient, smooth noise, landscape bands or tiles), tens to
+hundreds of distractors (shapes, icons, glyphs, text snippets) and 1–3 targets: a shape with a
+colour, a fill pattern and a short number printed on it. Nothing overlaps, so nothing is
+occluded; every object's box is exact. Targets are unique by their description: no distractor
+shares a target's (shape, colour) or (shape, pattern). Encoded as JPEG (the sandbox contract's
+``input_image.jpg`` is JPEG too, and a 4096-px PNG is several times larger and slower).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from matplotlib import font_manager
+from PIL import Image, ImageDraw, ImageFont
+
+from datagen.records import AnswerType, Scene, Task, stable_id
+from datagen.scenes.base import Family
+from datagen.templates import load_yaml, render_string
+
+__all__ = ["FAMILY", "make_scene", "pose", "render_scene"]
+
+Spec = dict[str, Any]
+Rng = np.random.Generator
+Box = list[int]
+
+SHAPES = ("circle", "square", "triangle", "star", "diamond", "hexagon")
+PATTERNS = ("solid", "striped", "dotted", "outline")
+COLORS = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (30, 160, 60),
+          "yellow": (240, 210, 30), "orange": (245, 130, 20), "purple": (140, 60, 190),
+          "pink": (240, 110, 180), "cyan": (30, 190, 210), "brown": (130, 80, 40)}
+ICONS = ("house", "tree", "arrow", "glyph", "snippet")
+SIDES = (1024, 1536, 2048, 3072, 4096)
+ASPECTS = (1.0, 4 / 3, 3 / 2, 16 / 9, 2.0, 3.0)
+QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
+JPEG_QUALITY = 90
+
+
+@functools.cache
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(font_manager.findfont("DejaVu Sans:bold"), size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Spec
+
+
+def _canvas(rng: Rng, max_side: int) -> tuple[int, int]:
+    sides = [s for s in SIDES if s <= max_side] or [max_side]
+    if max_side > SIDES[-1]:
+        sides.append(max_side)
+    long = int(rng.choice(sides))
+    short = int(long / float(rng.choice(ASPECTS)))
+    return (long, short) if rng.random() < 0.75 else (short, long)
+
+
+def _free(box: Box, boxes: list[Box], gap: int) -> bool:
+    x0, y0, x1, y1 = box
+    return all(x1 + gap <= a0 or a1 + gap <= x0 or y1 + gap <= b0 or b1 + gap <= y0
+               for a0, b0, a1, b1 in boxes)
+
+
+def _place(rng: Rng, size: tuple[int, int], side: int, boxes: list[Box]) -> Box | None:
+    w, h = size
+    for _ in range(60):
+        x, y = int(rng.integers(4, w - side - 4)), int(rng.integers(4, h - side - 4))
+        box = [x, y, x + side, y + side]
+        if _free(box, boxes, gap=max(3, side // 6)):
+            return box
+    return None
+
+
+def make_spec(rng: Rng, max_side: int = 4096, clutter: float = 1.0) -> Spec:
+    """A scene spec: canvas, background, targets and distractors with exact boxes."""
+    size = _canvas(rng, max_side)
+    area = size[0] * size[1]
+    boxes: list[Box] = []
+    objects: list[dict[str, Any]] = []
+    n_targets = int(rng.integers(1, 4))
+    frac = float(10 ** rng.uniform(-4, -2))  # target area from 0.01 % to 1 % of the image
+    target_side = max(24, int(math.sqrt(frac * area)))
+    combos = [(s, c, p) for s in SHAPES for c in COLORS for p in PATTERNS]
+    picks = rng.permutation(len(combos))
+    targets: list[tuple[str, str, str]] = []
+    for i in picks:
+        s, c, p = combos[int(i)]
+        if all(s != t[0] or (c != t[1] and p != t[2]) for t in targets):
+            targets.append((s, c, p))
+        if len(targets) == n_targets:
+            break
+    numbers = [str(v) for v in rng.choice(np.arange(10, 100), size=len(targets), replace=False)]
+    for (shape, colour, pattern), number in zip(targets, numbers, strict=True):
+        side = int(target_side * rng.uniform(0.85, 1.15))
+        box = _place(rng, size, side, boxes)
+        if box is None:
+            continue
+        boxes.append(box)
+        objects.append({"role": "target", "shape": shape, "color": colour, "pattern": pattern,
+                        "text": number, "box": box})
+    target_texts = {t["text"] for t in objects}
+    # Distractors: many, of every size; never a (shape, colour) or (shape, pattern) of a target.
+    banned = {(t["shape"], t["color"]) for t in objects} | {(t["shape"], t["pattern"])
+                                                           for t in objects}
+    density = clutter * float(rng.uniform(0.4, 1.6))
+    n_distractors = int(min(400, max(20, density * area / 40_000)))
+    for _ in range(n_distractors):
+        side = int(target_side * rng.uniform(0.6, 2.5))
+        if rng.random() < 0.25:
+            kind = str(rng.choice(ICONS))
+            obj = {"role": "distractor", "shape": kind, "color": str(rng.choice(list(COLORS))),
+                   "pattern": "solid", "text": _snippet(rng, kind)}
+        else:
+            while True:
+                s, c, p = (str(rng.choice(SHAPES)), str(rng.choice(list(COLORS))),
+                           str(rng.choice(PATTERNS)))
+                if (s, c) not in banned and (s, p) not in banned:
+                    break
+            text = str(int(rng.integers(10, 100))) if rng.random() < 0.3 else None
+            # A target's number never appears elsewhere, so "marked 42" names it alone.
+            obj = {"role": "distractor", "shape": s, "color": c, "pattern": p,
+                   "text": None if text in target_texts else text}
+        box = _place(rng, size, side, boxes)
+        if box is not None:
+            boxes.append(box)
+            obj["box"] = box
+            objects.append(obj)
+    return {
+        "size": list(size),
+        "background": {"style": str(rng.choice(["gradient", "noise", "bands", "tiles"])),
+                       "seed": int(rng.integers(2**31))},
+        "objects": objects,
+        "target_area": round(frac, 6),
+        "target_side": target_side,
+    }
+
+
+def _snippet(rng: Rng, kind: str) -> str | None:
+    if kind == "glyph":
+        return str(rng.choice(list("ABCDEFGHKMNPRSTUWXYZ")))
+    if kind == "snippet":
+        return str(rng.choice(load_yaml("scenes/search.yaml")["snippets"]))
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _background(spec: Spec) -> Image.Image:
+    w, h = spec["size"]
+    rng = np.random.default_rng(spec["background"]["seed"])
+    style = spec["background"]["style"]
+    lw, lh = max(4, w // 32), max(4, h // 32)
+    base = rng.uniform(150, 235, size=3)
+    other = np.clip(base + rng.uniform(-60, 60, size=3), 90, 245)
+    t = np.linspace(0, 1, lh)[:, None, None] if style != "gradient" or rng.random() < 0.5 \
+        else np.linspace(0, 1, lw)[None, :, None]
+    if style == "gradient":
+        low = base + (other - base) * t
+        low = np.broadcast_to(low, (lh, lw, 3))
+    elif style == "noise":
+        low = base + rng.normal(0, 18, size=(lh // 4 + 2, lw // 4 + 2, 3))
+        low = np.asarray(Image.fromarray(np.clip(low, 0, 255).astype(np.uint8)).resize(
+            (lw, lh), Image.BICUBIC), dtype=float)
+    elif style == "bands":
+        k = int(rng.integers(3, 7))
+        band = np.floor(t[:, :, 0] * k) / k
+        colours = rng.uniform(110, 240, size=(k + 1, 3))
+        low = colours[(band * k).astype(int)][:, :1, :].repeat(lw, axis=1)
+        low = low + rng.normal(0, 8, size=(lh, lw, 3))
+    else:
+        cell = int(rng.integers(2, 6))
+        yy, xx = np.mgrid[0:lh, 0:lw]
+        mask = ((yy // cell + xx // cell) % 2)[:, :, None]
+        low = base * (1 - mask) + other * mask + rng.normal(0, 6, size=(lh, lw, 3))
+    low = np.clip(np.asarray(low), 0, 255).astype(np.uint8)
+    big = Image.fromarray(low).resize((w, h), Image.BILINEAR)
+    grain = rng.integers(-10, 11, size=(h // 4 + 1, w // 4 + 1, 1), dtype=np.int16)
+    grain_img = Image.fromarray((grain[:, :, 0] + 128).astype(np.uint8)).resize((w, h))
+    arr = np.asarray(big, dtype=np.int16) + np.asarray(grain_img, dtype=np.int16)[:, :, None] - 128
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def _shape_points(shape: str, s: int) -> list[tuple[float, float]]:
+    c = s / 2
+    if shape == "triangle":
+        return [(c, 1), (s - 1, s - 1), (1, s - 1)]
+    if shape == "diamond":
+        return [(c, 1), (s - 1, c), (c, s - 1), (1, c)]
+    if shape == "hexagon":
+        return [(c + (c - 1) * math.cos(math.pi / 3 * k), c + (c - 1) * math.sin(math.pi / 3 * k))
+                for k in range(6)]
+    if shape == "star":
+        radii = [(c - 1) * (1 if k % 2 == 0 else 0.45) for k in range(10)]
+        angles = [-math.pi / 2 + math.pi / 5 * k for k in range(10)]
+        return [(c + r * math.cos(a), c + r * math.sin(a)) for r, a in zip(radii, angles,
+                                                                          strict=True)]
+    if shape == "house":
+        return [(c, 1), (s - 1, c * 0.8), (s - 3, c * 0.8), (s - 3, s - 1), (3, s - 1),
+                (3, c * 0.8), (1, c * 0.8)]
+    if shape == "tree":
+        return [(c, 1), (s - 2, s * 0.72), (c + s * 0.08, s * 0.72), (c + s * 0.08, s - 1),
+                (c - s * 0.08, s - 1), (c - s * 0.08, s * 0.72), (2, s * 0.72)]
+    if shape == "arrow":
+        return [(1, c - s * 0.12), (s * 0.6, c - s * 0.12), (s * 0.6, 2), (s - 1, c),
+                (s * 0.6, s - 2), (s * 0.6, c + s * 0.12), (1, c + s * 0.12)]
+    return [(1, 1), (s - 1, 1), (s - 1, s - 1), (1, s - 1)]  # square
+
+
+def _tile(obj: dict[str, Any]) -> tuple[Image.Image, Image.Image]:
+    """The object's pixels and its mask, at its box size."""
+    x0, y0, x1, y1 = obj["box"]
+    s = x1 - x0
+    colour = COLORS[obj["color"]]
+    mask = Image.new("L", (s, s), 0)
+    md = ImageDraw.Draw(mask)
+    shape = obj["shape"]
+    if shape in ("glyph", "snippet"):
+        text = obj["text"] or "?"
+        size = max(8, int(s * (0.9 if shape == "glyph" else 0.9 / max(1, len(text) * 0.6))))
+        md.text((s / 2, s / 2), text, font=_font(size), fill=255, anchor="mm")
+        return Image.new("RGB", (s, s), colour), mask
+    if shape == "circle":
+        md.ellipse([1, 1, s - 1, s - 1], fill=255)
+    else:
+        md.polygon(_shape_points(shape, s), fill=255)
+    tile = Image.new("RGB", (s, s), colour)
+    td = ImageDraw.Draw(tile)
+    pattern = obj["pattern"]
+    step = max(4, s // 6)
+    if pattern == "striped":
+        for k in range(-s, s, step):
+            td.line([(k, 0), (k + s, s)], fill=(250, 250, 250), width=max(1, step // 2))
+    elif pattern == "dotted":
+        r = max(1, step // 4)
+        for yy in range(step // 2, s, step):
+            for xx in range(step // 2, s, step):
+                td.ellipse([xx - r, yy - r, xx + r, yy + r], fill=(250, 250, 250))
+    elif pattern == "outline":
+        inner = mask.resize((max(1, s - 2 * max(2, s // 8)),) * 2)
+        hole = Image.new("L", (s, s), 0)
+        hole.paste(inner, (max(2, s // 8),) * 2)
+        tile.paste((250, 250, 250), mask=hole)
+    if obj.get("text") and shape not in ICONS:
+        size = max(7, int(s * 0.38))
+        td.text((s / 2, s / 2 + (s * 0.08 if shape == "triangle" else 0)), obj["text"],
+                font=_font(size), fill=(10, 10, 10), anchor="mm", stroke_width=max(1, size // 8),
+                stroke_fill=(255, 255, 255))
+    return tile, mask
+
+
+def render_scene(spec: Spec) -> Image.Image:
+    """The scene as a PIL image."""
+    img = _background(spec)
+    for obj in spec["objects"]:
+        tile, mask = _tile(obj)
+        img.paste(tile, tuple(obj["box"][:2]), mask)
+    return img
+
+
+def encode(img: Image.Image) -> bytes:
+    """JPEG bytes, quality 90, no metadata that varies."""
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=False)
+    return buf.getvalue()
+
+
+def make_scene(index: int, seed: int, options: Mapping[str, Any] | None = None) -> Scene:
+    """Search scene number ``index`` of a run seeded with ``seed`` (pure function)."""
+    opts = dict(options or {})
+    rng = np.random.default_rng([seed, index, 0x5EA])
+    spec = make_spec(rng, int(opts.get("max_side", 4096)), float(opts.get("clutter", 1.0)))
+    long = max(spec["size"])
+    n = len(spec["objects"])
+    level = (spec["target_area"] < 1e-3) + (n > 150) + (long >= 3072)
+    return Scene(id=f"search-{stable_id('search', seed, index, opts.get('max_side', 4096))}",
+                 family="search", kind=spec["background"]["style"], seed=index,
+                 image=encode(render_scene(spec)), spec=spec,
+                 difficulty=("easy", "medium", "hard", "hard")[level])
+
+
+# ---------------------------------------------------------------------------------------------
+# Questions
+
+Draft = tuple[str, str, AnswerType, dict[str, Any]]  # (qtype, answer, type, facts)
+
+
+def _describe(obj: dict[str, Any], without: str | None = None) -> str:
+    parts = [] if without == "pattern" else [obj["pattern"]]
+    if without != "color":
+        parts.append(obj["color"])
+    parts.append("shape" if without == "shape" else obj["shape"])
+    text = " ".join(parts)
+    return text + (f" marked {obj['text']}" if without not in ("text", None) else "")
+
+
+def _quadrant(spec: Spec, box: Box) -> str:
+    w, h = spec["size"]
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return f"{'top' if cy < h / 2 else 'bottom'}-{'left' if cx < w / 2 else 'right'}"
+
+
+def _choice(rng: Rng, answer: str, domain: list[str], k: int = 4) -> tuple[str, dict[str, str]]:
+    others = [d for d in domain if d != answer]
+    picks = [answer] + [others[i] for i in rng.choice(len(others), size=min(k - 1, len(others)),
+                                                      replace=False)]
+    order = rng.permutation(len(picks))
+    options = {"ABCD"[i]: picks[j] for i, j in enumerate(order)}
+    return next(L for L, v in options.items() if v == answer), options
+
+
+def _drafts(spec: Spec, rng: Rng) -> list[Draft]:
+    objs = spec["objects"]
+    targets = [o for o in objs if o["role"] == "target"]
+    out: list[Draft] = []
+    t = targets[int(rng.integers(len(targets)))]
+    attr = str(rng.choice(["color", "shape", "pattern"]))
+    domain = {"color": list(COLORS), "shape": list(SHAPES), "pattern": list(PATTERNS)}[attr]
+    letter, options = _choice(rng, t[attr], domain)
+    out.append(("attribute", letter, "choice", {"attr": attr, "target": t, "options": options,
+                                                "grounding": [t["box"]]}))
+    out.append(("read_text", t["text"], "integer", {"target": t, "grounding": [t["box"]]}))
+    quad = _quadrant(spec, t["box"])
+    letter, options = _choice(rng, quad, list(QUADRANTS))
+    out.append(("position", letter, "choice", {"target": t, "options": dict(sorted(
+        options.items())), "grounding": [t["box"]]}))
+    if len(targets) >= 2:
+        a, b = targets[0], targets[1]
+        dx = (a["box"][0] + a["box"][2]) / 2 - (b["box"][0] + b["box"][2]) / 2
+        dy = (a["box"][1] + a["box"][3]) / 2 - (b["box"][1] + b["box"][3]) / 2
+        if abs(dx) >= abs(dy):
+            rel, opts = ("left" if dx < 0 else "right"), {"A": "left", "B": "right"}
+        else:
+            rel, opts = ("above" if dy < 0 else "below"), {"A": "above", "B": "below"}
+        letter = next(L for L, v in opts.items() if v == rel)
+        out.append(("relation", letter, "choice", {"target": a, "other": b, "options": opts,
+                                                   "grounding": [a["box"], b["box"]]}))
+    # Counting: a (colour, shape) class of plain shapes with 1–9 members.
+    classes: dict[tuple[str, str], list[Box]] = {}
+    for o in objs:
+        if o["shape"] in SHAPES:
+            classes.setdefault((o["color"], o["shape"]), []).append(o["box"])
+    countable = sorted(k for k, v in classes.items() if 1 <= len(v) <= 9)
+    if countable:
+        colour, shape = countable[int(rng.integers(len(countable)))]
+        out.append(("count", str(len(classes[(colour, shape)])), "integer",
+                    {"color": colour, "shape": shape, "matches": classes[(colour, shape)],
+                     "grounding": classes[(colour, shape)]}))
+    # Existence: half yes (a target), half no (a combination nobody has).
+    if rng.random() < 0.5:
+        out.append(("exists", "yes", "yesno", {"color": t["color"], "shape": t["shape"],
+                                              "pattern": t["pattern"], "target": t,
+                                              "grounding": [t["box"]]}))
+    else:
+        present = {(o["color"], o["shape"], o["pattern"]) for o in objs}
+        absent = [(c, s, p) for s in SHAPES for c in COLORS for p in PATTERNS
+                  if (c, s, p) not in present]
+        c, s, p = absent[int(rng.integers(len(absent)))]
+        cands = [o["box"] for o in objs if o["shape"] == s]
+        out.append(("exists", "no", "yesno", {"color": c, "shape": s, "pattern": p,
+                                             "candidates": cands, "grounding": []}))
+    return out
+
+
+def pose(scene: Scene, k: int) -> list[Task]:
+    """Up to ``k`` questions about ``scene``; the boxes a trace must show ride in ``facts``."""
+    spec = scene.spec
+    rng = np.random.default_rng(int(stable_id(scene.id, "pose"), 16))
+    phrasings = load_yaml("questions/search.yaml")
+    drafts = _drafts(spec, rng)
+    tasks: list[Task] = []
+    for i in rng.permutation(len(drafts))[:k]:
+        qtype, answer, atype, facts = drafts[int(i)]
+        t, other = facts.get("target"), facts.get("other")
+        ctx = {"attr": facts.get("attr"), "color": facts.get("color"),
+               "shape": facts.get("shape"), "pattern": facts.get("pattern"),
+               "target": _describe(t, facts.get("attr", "text")) if t else "",
+               "full": _describe(t) if t else "", "other": _describe(other) if other else "",
+               "options_text": "\n".join(f"{L}. {v}" for L, v in facts.get("options", {}).items())}
+        pick = phrasings[qtype][int(rng.integers(len(phrasings[qtype])))]
+        level = ("easy", "medium", "hard").index(scene.difficulty) + (qtype in ("count",
+                                                                                "relation"))
+        tasks.append(Task(
+            id=f"search-{stable_id(scene.id, qtype)}", scene=scene,
+            task_type=f"search.{qtype}", question=render_string(pick, **ctx), answer=answer,
+            answer_type=atype, tolerance=0.0, difficulty=("easy", "medium", "hard")[min(level, 2)],
+            ops=("crop", "zoom") if qtype != "count" else ("draw_box", "count"),
+            facts={"op": qtype, **facts},
+        ))
+    return tasks
+
+
+FAMILY = Family(name="search", make_scene=make_scene, pose=pose)
