@@ -24,9 +24,12 @@ class OffTargetTeacher(ScriptedTeacher):
     def step(self, task: Task, history: Sequence[Turn]) -> Step:
         step = super().step(task, history)
         if step.code and "x0, y0, x1, y1 = [" in step.code:
-            shifted = re.sub(r"x0, y0, x1, y1 = \[(\d+), (\d+), (\d+), (\d+)\]",
-                             lambda m: "x0, y0, x1, y1 = [{}, {}, {}, {}]".format(
-                                 int(m[1]) + 300, m[2], int(m[3]) + 300, m[4]), step.code)
+            def shift(m: re.Match[str]) -> str:
+                x0, y0, x1, y1 = (int(v) for v in m.groups())
+                return f"x0, y0, x1, y1 = [{x0 + 300}, {y0}, {x1 + 300}, {y1}]"
+
+            shifted = re.sub(r"x0, y0, x1, y1 = \[(\d+), (\d+), (\d+), (\d+)\]", shift,
+                             step.code)
             return Step(think=step.think, code=shifted)
         return step
 
