@@ -1,6 +1,6 @@
 """Throughput per scene family: render alone vs the whole build, samples per second.
 
-    python bench/bench_build.py [--families chart,geometry] [--scenes 48] [--repeats 3]
+    python bench/bench_build.py [--families chart,geometry,search] [--scenes 48] [--repeats 3]
                                 [--workers N]
 
 Render = make one scene (spec + drawing + PNG) and pose its questions, one core. Whole build =
@@ -77,7 +77,7 @@ def bench_family(family: str, args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--families", default="chart,geometry")
+    ap.add_argument("--families", default="chart,geometry,search")
     ap.add_argument("--scenes", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
