@@ -3,13 +3,13 @@
 A teacher model writes code cells that analyse an image; each cell runs here and its outputs
 (stdout, stderr, images) go back to the teacher as observations. Usage::
 
-    with Sandbox(timeout=15.0) as sandbox:          # one per process, reused
+    with Sandbox(timeout=15.0) as sandbox:          # one per process, reused (mode="auto")
         with sandbox.session(image) as session:      # one per trajectory
             result = session.run("print(input_image.size)")
 
 Contract inside a session (models are trained against it):
 
-* Before the first cell the cwd is a fresh scratch dir (``tempfile.mkdtemp``) holding
+* Before the first cell the cwd is a fresh scratch dir (also ``HOME``) holding
   ``input_image.jpg`` (RGB JPEG, quality 95); the namespace (``__name__ == "__main__"``)
   has ``input_image``, an RGB PIL Image decoded from the original pixels (not from the JPEG,
   so colours are exact). numpy / PIL / matplotlib (Agg) are importable; cells import them.
@@ -20,30 +20,63 @@ Contract inside a session (models are trained against it):
   3-D with 3/4 channels; uint8, or float in [0, 1]), is captured; any other non-None value
   has its repr printed (like Jupyter). At most ``max_images`` per cell.
 * stdout / stderr are each capped at ``max_output_chars`` and end with
-  "... [output truncated]" when cut (``truncated=True``).
+  "... [output truncated]" when cut (``truncated=True``). Output written to fds 1/2 below
+  Python (C code, child processes) goes to /dev/null.
 * An exception gives status "error" with ``error_type`` / ``error_message`` and a short
   traceback in stderr, showing ``<cell>`` line numbers and no executor frames. The
   namespace is KEPT after an exception (Jupyter semantics). SyntaxError works the same way.
-* Timeout (``timeout`` s of wall time, per run() or Sandbox default): the worker and its
-  whole process group are killed; status "timeout". A dead worker (segfault, ``os._exit``,
+* Timeout (``timeout`` s of wall time, per run() or Sandbox default): the worker and every
+  process it started are killed; status "timeout". A dead worker (segfault, ``os._exit``,
   OOM kill): status "crashed", message with the exit code or signal.
 * State reset: after a timeout or crash the session transparently starts a fresh worker,
   so the next run() sees a RESET namespace (only ``input_image``), a new scratch dir with a
   new ``input_image.jpg``, and no earlier files. Rebuilding the lost state by replaying
   earlier cells was rejected: replays can have side effects and can time out again.
   Output (stdout/stderr/images) of a timed-out or crashed cell is lost.
-* Limits: ``RLIMIT_AS`` = ``memory_mb`` (huge allocations raise MemoryError); os.environ is
-  scrubbed to PATH, HOME (= scratch dir), LANG, MPLBACKEND=Agg and single-thread BLAS vars.
+* Limits: ``RLIMIT_AS`` = ``memory_mb`` (huge allocations raise MemoryError); os.environ
+  holds only PATH, HOME (= scratch dir), LANG, MPLBACKEND=Agg, MPLCONFIGDIR (bwrap) and
+  single-thread BLAS vars.
 
-Process model: each session's worker is a child of multiprocessing's (process-wide, shared)
-forkserver, which the Sandbox asks to preload ``datagen.sandbox.worker`` (numpy, PIL,
-matplotlib, single-thread BLAS); a session then costs ~10 ms. Create the Sandbox before any
-other forkserver pool is started in the same process, or workers start slowly (~0.3 s; a
-warning is logged). As usual with multiprocessing, the main module must be import-safe.
+Modes (``Sandbox(mode=...)``; ``Sandbox.mode`` tells which one runs):
 
-Isolation is only process-level (``mode == "process"``): cells run as the same user and can
-read the filesystem and ``/proc`` (including other processes' environments). A hardened
-backend (bubblewrap + seccomp, ``mode == "bwrap"``) will keep this interface.
+* "bwrap" (what "auto" picks whenever it works): cells run in bubblewrap jails (``bwrap.py``,
+  ``jail.py``). A jail is started once, imports numpy/matplotlib once (~0.5-1.5 s) and then
+  serves one session at a time in a worker it forked ahead of time (~10 ms per session for
+  a 640x480 image, ~0.5 ms per cell); the Sandbox keeps a pool of jails (see ``JailPool``).
+  A jail has no network (its own, empty net namespace), its own pid / ipc / uts namespaces
+  and /proc (no host process is visible or signalable), a read-only root holding only the
+  interpreter, the venv, the datagen package, the shared library dir and fonts (no /bin or
+  /usr/bin: no shell, no curl; no HOME, no /work, no datasets, no token files), sized tmpfs
+  mounts for /scratch (256 MiB), /tmp (64 MiB) and /dev/shm (32 MiB), an environment built
+  from scratch (no host variable reaches it), no capabilities and no_new_privs; the jail
+  process is non-dumpable, so its cells cannot ptrace it. When the parent is root, the jail
+  drops to a uid of its own, so ``RLIMIT_NPROC`` = 64 stops fork bombs and host files are
+  not readable through it anyway; otherwise bwrap runs unprivileged in a user namespace as
+  the caller's uid. After a timeout, a crash or the end of a session the jail kills every
+  other process in its pid namespace (setsid daemons included) and empties /scratch, /tmp
+  and /dev/shm before it serves anything else, so nothing of one session reaches the next.
+  If the jail itself dies or stops answering, the parent kills it, reports the cell as
+  "crashed" / "timeout" and the session continues in another jail (the same state reset).
+* "process": each session's worker is a child of multiprocessing's (process-wide, shared)
+  forkserver, which the Sandbox asks to preload ``datagen.sandbox.worker``; a session then
+  costs ~10 ms. Create the Sandbox before any other forkserver pool is started in the same
+  process, or workers start slowly (~0.3 s; a warning is logged). As usual with
+  multiprocessing, the main module must be import-safe. Isolation is only process-level:
+  cells run as the same user, can read and write the user's files, reach the network, see
+  ``/proc`` (other processes' environments included) and signal the user's processes. Only
+  for trusted code or machines where bwrap cannot run.
+* "auto" (default): "bwrap" if a probe launch works, else "process" with a WARNING naming
+  the reason (bwrap not installed, namespaces forbidden by the container, ...).
+
+Both modes return results as JSON (``protocol.py``): nothing a cell can write to its pipe
+is ever unpickled by the parent, and replies are size-capped and checked field by field.
+
+Not covered, even in bwrap mode: there is no seccomp filter or Landlock, so the whole
+syscall surface of the kernel is reachable (a kernel exploit escapes); a cell can create
+nested user namespaces; memory is limited per process (``RLIMIT_AS``), not per jail (no
+cgroup), so up to 64 processes of ``memory_mb`` each plus 352 MiB of tmpfs are possible
+for a few seconds; CPU is not capped beyond the wall-clock timeout; a cell may read what the
+jail binds (the Python installation, the venv, the datagen sources, /usr/lib/<multiarch>).
 """
 
 from datagen.sandbox.session import (

@@ -1,14 +1,16 @@
-"""Parent side of the sandbox: ``Sandbox`` owns forkserver workers, ``Session`` drives one.
+"""Parent side of the sandbox: ``Sandbox`` picks the mode, ``Session`` drives one trajectory.
 
-Workers are children of the multiprocessing forkserver (safe with other threads running,
-and nested inside forkserver-based process pools). The forkserver preloads
-``datagen.sandbox.worker`` so a worker starts in ~20 ms with numpy/PIL/matplotlib warm.
-This module itself stays light: it never imports matplotlib or numpy.
+"bwrap" mode lives in ``bwrap.py`` (jails) and ``jail.py``. "process" mode is here: workers
+are children of the multiprocessing forkserver (safe with other threads running, and nested
+inside forkserver-based process pools), which preloads ``datagen.sandbox.worker`` so a worker
+starts in ~20 ms with numpy/PIL/matplotlib warm. Either way only JSON comes back from a cell
+process (``protocol.py``). This module itself stays light: it never imports matplotlib or numpy.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import multiprocessing
 import multiprocessing.forkserver
@@ -20,19 +22,27 @@ import tempfile
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
+
+from datagen.sandbox import bwrap
+from datagen.sandbox.bwrap import JailPool, JailSession
+from datagen.sandbox.protocol import (
+    MAX_REPLY_BYTES,
+    CellResult,
+    CellStatus,
+    dumps,
+    result_from_wire,
+)
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
 log = logging.getLogger(__name__)
 
-CellStatus = Literal["ok", "error", "timeout", "crashed"]
-
+_MODES = ("auto", "bwrap", "process")
 _WORKER_MODULE = "datagen.sandbox.worker"
 # The worker module recognises our processes by this name (see worker._skip_main_fixup...).
 WORKER_PROCESS_NAME = "datagen-sandbox-worker"
@@ -40,20 +50,6 @@ WORKER_PROCESS_NAME = "datagen-sandbox-worker"
 # which can take seconds on a loaded 2-core box. Not counted against any cell's timeout.
 _STARTUP_TIMEOUT = 120.0
 _preload_lock = threading.Lock()
-
-
-@dataclass(frozen=True, slots=True)
-class CellResult:
-    """Outcome of one cell, as shown to the teacher."""
-
-    status: CellStatus
-    stdout: str
-    stderr: str
-    images: tuple[bytes, ...]
-    error_type: str | None
-    error_message: str | None
-    truncated: bool
-    seconds: float
 
 
 def forkserver_context() -> multiprocessing.context.ForkServerContext:
@@ -153,12 +149,13 @@ class _Worker:
         try:
             if self.conn not in ready:
                 raise EOFError
-            kind, detail = self.conn.recv()
-        except (EOFError, OSError) as exc:
+            msg = json.loads(self.conn.recv_bytes(MAX_REPLY_BYTES))
+        except (EOFError, OSError, ValueError) as exc:
             self.process.join(1.0)
             raise RuntimeError(f"sandbox worker died at startup ({_describe_exit(self)})"
                                ) from exc
-        if kind != "ready":
+        if not isinstance(msg, dict) or "ready" not in msg:
+            detail = msg.get("failed") if isinstance(msg, dict) else msg
             raise RuntimeError(f"sandbox worker failed to start:\n{detail}")
         self.ready = True
 
@@ -189,13 +186,72 @@ def _describe_exit(w: _Worker) -> str:
     return f"worker exited with code {code}"
 
 
-class _State:
-    """Mutable session state, kept apart from Session so a finalizer can reference it."""
+class _ProcessSession:
+    """The "process" backend of one ``Session``: a forkserver worker, respawned after a
+    timeout or crash. Kept apart from Session so a finalizer can reference it."""
 
-    def __init__(self) -> None:
-        self.worker: _Worker | None = None
+    def __init__(self, sandbox: Sandbox, image_spec: tuple[Any, ...]) -> None:
+        self._sandbox = sandbox
+        self._image_spec = image_spec
+        self._seq = 0
+        # Start now, wait on first run(): the worker loads while the caller does other work.
+        self.worker: _Worker | None = self._spawn()
 
-    def shutdown(self) -> None:
+    def _spawn(self) -> _Worker:
+        return _Worker(self._sandbox._ctx, self._image_spec, self._sandbox)
+
+    @property
+    def pid(self) -> int | None:
+        return self.worker.process.pid if self.worker is not None else None
+
+    @property
+    def scratch_dir(self) -> str | None:
+        return self.worker.scratch if self.worker is not None else None
+
+    def run(self, code: str, limit: float) -> CellResult:
+        sb = self._sandbox
+        w = self.worker
+        if w is None:
+            w = self.worker = self._spawn()
+        try:
+            w.wait_ready()
+            self._seq += 1
+            start = time.perf_counter()
+            try:
+                w.conn.send_bytes(dumps({"seq": self._seq, "code": code}))
+                ready = wait([w.conn, w.process.sentinel], limit)
+                if w.conn in ready:
+                    # Worker death usually shows as EOF here. Only JSON is read back: a cell
+                    # that finds this pipe can write to it, so nothing from it is unpickled.
+                    reply = json.loads(w.conn.recv_bytes(MAX_REPLY_BYTES))
+                    if not isinstance(reply, dict) or reply.get("seq") != self._seq:
+                        raise ValueError("reply out of order")
+                    return result_from_wire(reply, time.perf_counter() - start,
+                                            sb.max_output_chars, sb.max_images)
+                if ready:  # ...but a cell's os.fork() child may still hold the pipe open
+                    raise EOFError
+                status: CellStatus = "timeout"
+                error_type, message = "Timeout", f"cell exceeded {limit} s"
+            except (EOFError, OSError):
+                status, error_type, message = "crashed", "Crashed", ""
+            except ValueError as exc:  # not JSON, too long, out of order: the cell forged it
+                status, error_type = "crashed", "Crashed"
+                message = f"invalid reply from the worker: {exc}"
+        except BaseException:
+            # Startup failure or e.g. KeyboardInterrupt mid-cell: the worker's state (or the
+            # request/reply pairing on the pipe) is unknown, so drop it; next run() respawns.
+            self.close()
+            raise
+        seconds = time.perf_counter() - start
+        self.close()  # kills the group (also on timeout), reaps, removes scratch
+        if status == "crashed" and not message:
+            message = _describe_exit(w)
+        # Respawn right away so the next run() finds a warm worker.
+        self.worker = self._spawn()
+        return CellResult(status=status, stdout="", stderr="", images=(), error_type=error_type,
+                          error_message=message, truncated=False, seconds=seconds)
+
+    def close(self) -> None:
         w, self.worker = self.worker, None
         if w is not None:
             w.kill()
@@ -210,25 +266,29 @@ class Session:
 
     def __init__(self, sandbox: Sandbox, image_spec: tuple[Any, ...]) -> None:
         self._sandbox = sandbox
-        self._image_spec = image_spec
-        self._state = _State()
         self._closed = False
+        self._backend: _ProcessSession | JailSession
+        if sandbox._pool is not None:
+            self._backend = JailSession(sandbox._pool, image_spec, sandbox.max_output_chars,
+                                        sandbox.max_images)
+        else:
+            self._backend = _ProcessSession(sandbox, image_spec)
         # Kill the worker even if the caller forgets close() (GC or interpreter exit).
-        self._finalizer = weakref.finalize(self, self._state.shutdown)
-        # Start now, wait on first run(): the worker loads while the caller does other work.
-        self._state.worker = _Worker(sandbox._ctx, image_spec, sandbox)
+        self._finalizer = weakref.finalize(self, self._backend.close)
 
     @property
     def pid(self) -> int | None:
-        """PID (= process group id) of the current worker, if one is running."""
-        w = self._state.worker
-        return w.process.pid if w is not None else None
+        """Host PID of what runs this session's cells: the worker (= its process group) in
+        "process" mode, the jail's bwrap process in "bwrap" mode. None if none is running."""
+        return self._backend.pid
 
     @property
     def scratch_dir(self) -> str | None:
-        """The current worker's scratch dir (its cwd), if one is running."""
-        w = self._state.worker
-        return w.scratch if w is not None else None
+        """The worker's scratch dir (its cwd) on the host, in "process" mode. None in "bwrap"
+        mode: the scratch dir lives in the jail's own tmpfs, invisible from the host."""
+        if isinstance(self._backend, _ProcessSession):
+            return self._backend.scratch_dir
+        return None
 
     def run(self, code: str, timeout: float | None = None) -> CellResult:
         """Run one cell; wait at most ``timeout`` s (default: the Sandbox's)."""
@@ -237,37 +297,7 @@ class Session:
         if not isinstance(code, str):
             raise TypeError(f"code must be str, not {type(code).__name__}")
         limit = float(self._sandbox.timeout if timeout is None else timeout)
-        w = self._state.worker
-        if w is None:
-            w = self._state.worker = _Worker(self._sandbox._ctx, self._image_spec, self._sandbox)
-        try:
-            w.wait_ready()
-            start = time.perf_counter()
-            try:
-                w.conn.send(("run", code))
-                ready = wait([w.conn, w.process.sentinel], limit)
-                if w.conn in ready:
-                    reply = w.conn.recv()  # worker death usually shows as EOF here...
-                    return CellResult(seconds=time.perf_counter() - start, **reply)
-                if ready:  # ...but a cell's os.fork() child may still hold the pipe open
-                    raise EOFError
-                status: CellStatus = "timeout"
-                error_type, message = "Timeout", f"cell exceeded {limit} s"
-            except (EOFError, OSError):
-                status, error_type, message = "crashed", "Crashed", ""
-        except BaseException:
-            # Startup failure or e.g. KeyboardInterrupt mid-cell: the worker's state (or the
-            # request/reply pairing on the pipe) is unknown, so drop it; next run() respawns.
-            self._state.shutdown()
-            raise
-        seconds = time.perf_counter() - start
-        self._state.shutdown()  # kills the group (also on timeout), reaps, removes scratch
-        if status == "crashed":
-            message = _describe_exit(w)
-        # Respawn right away so the next run() finds a warm worker.
-        self._state.worker = _Worker(self._sandbox._ctx, self._image_spec, self._sandbox)
-        return CellResult(status=status, stdout="", stderr="", images=(), error_type=error_type,
-                          error_message=message, truncated=False, seconds=seconds)
+        return self._backend.run(code, limit)
 
     def close(self) -> None:
         """Kill the worker (if alive) and remove its scratch dir. Idempotent."""
@@ -283,23 +313,45 @@ class Session:
 
 
 class Sandbox:
-    """Owns worker processes; create one per process and reuse it. Context manager."""
+    """Runs sessions in the mode picked at construction; create one per process and reuse it.
+    Context manager.
+
+    ``mode``: "bwrap" (jails; RuntimeError if they cannot start here), "process" (forkserver
+    workers, no isolation from the host) or "auto" (bwrap if a probe launch works, else
+    process with a WARNING naming the reason). ``self.mode`` is the mode that runs.
+    """
 
     mode: str
 
     def __init__(self, timeout: float = 15.0, max_output_chars: int = 10_000,
-                 memory_mb: int = 4096, max_images: int = 8) -> None:
+                 memory_mb: int = 4096, max_images: int = 8, mode: str = "auto") -> None:
         if timeout <= 0 or max_output_chars <= 0 or memory_mb <= 0 or max_images < 0:
             raise ValueError("timeout, max_output_chars and memory_mb must be positive")
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {', '.join(_MODES)}, not {mode!r}")
         self.timeout = float(timeout)
         self.max_output_chars = max_output_chars
         self.memory_mb = memory_mb
         self.max_images = max_images
-        self.mode = "process"
-        self._ctx = forkserver_context()
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
+        self._pool: JailPool | None = None
+        self.mode = "process"
+        if mode != "process":
+            reason = bwrap.probe()
+            if reason is None:
+                self._pool = JailPool(memory_mb, max_output_chars, max_images)
+                self.mode = "bwrap"
+                # Jails die with this process anyway; this also covers a forgotten close().
+                weakref.finalize(self, self._pool.close)
+            elif mode == "bwrap":
+                raise RuntimeError(f"sandbox mode 'bwrap' is unavailable: {reason}")
+            else:
+                log.warning("sandbox: bwrap mode unavailable (%s); using process mode, which "
+                            "does NOT isolate cells from the host", reason)
+        if self.mode == "process":
+            self._ctx = forkserver_context()
 
     def session(self, image: PILImage | bytes) -> Session:
         """Start a session whose worker has ``image`` preloaded (PIL Image or encoded bytes)."""
@@ -312,12 +364,15 @@ class Sandbox:
         return s
 
     def close(self) -> None:
-        """Close every session still open. The shared forkserver is left running."""
+        """Close every session still open, then stop the jails (the shared forkserver of
+        process mode is left running). Idempotent."""
         with self._lock:
             self._closed = True
             sessions = list(self._sessions)
         for s in sessions:
             s.close()
+        if self._pool is not None:
+            self._pool.close()
 
     def __enter__(self) -> Sandbox:
         return self

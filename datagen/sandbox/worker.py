@@ -361,7 +361,7 @@ def main(conn: Connection, alive: Connection, scratch: str, image_spec: tuple[An
 
 def _warm_up() -> None:
     """Render one tiny figure and encode PNG/JPEG once, so fonts and codecs are loaded
-    in the forkserver instead of in every worker."""
+    in the forkserver (or jail) instead of in every worker."""
     try:
         fig, ax = plt.subplots(figsize=(1, 1))
         ax.plot([0, 1], [0, 1])

@@ -1,13 +1,18 @@
-"""Tests for datagen.sandbox: the cell executor contract that teacher trajectories rely on."""
+"""Tests for datagen.sandbox: the cell executor contract that teacher trajectories rely on.
+
+Every test runs in both modes ("process" and, when bubblewrap can run here, "bwrap").
+"""
 
 from __future__ import annotations
 
 import io
+import json
+import logging
 import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,10 +20,17 @@ import pytest
 from PIL import Image
 
 from datagen.sandbox import CellResult, Sandbox, Session
+from datagen.sandbox.bwrap import probe
 
 KNOWN_XY = (5, 7)
 KNOWN_RGB = (12, 200, 77)
 MARKER = "... [output truncated]"
+BWRAP_UNAVAILABLE = probe()
+MODES = [
+    "process",
+    pytest.param("bwrap", marks=pytest.mark.skipif(
+        BWRAP_UNAVAILABLE is not None, reason=f"bwrap cannot run here: {BWRAP_UNAVAILABLE}")),
+]
 
 
 def make_image() -> Image.Image:
@@ -49,9 +61,10 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(timeout=10.0) as sb:
+@pytest.fixture(scope="module", params=MODES)
+def sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    with Sandbox(timeout=10.0, mode=request.param) as sb:
+        assert sb.mode == request.param
         yield sb
 
 
@@ -66,8 +79,7 @@ def ok(result: CellResult) -> CellResult:
     return result
 
 
-def test_print_ok(sandbox: Sandbox, session: Session) -> None:
-    assert sandbox.mode == "process"
+def test_print_ok(session: Session) -> None:
     r = ok(session.run("print('hello', 1 + 2)"))
     assert r.stdout == "hello 3\n"
     assert r.stderr == "" and r.images == () and r.error_type is None and not r.truncated
@@ -193,22 +205,35 @@ def test_syntax_error(session: Session) -> None:
     assert ok(session.run("print(z)")).stdout == "3\n"
 
 
-def test_timeout_then_fresh_worker(session: Session) -> None:
+WHERE = "import os\nprint(json.dumps([os.getcwd(), os.getpid()]))"
+
+
+def where(session: Session) -> tuple[str, int]:
+    """(cwd, pid) of the process running the session's cells, as the cell sees them."""
+    cwd, pid = json.loads(ok(session.run(f"import json\n{WHERE}")).stdout)
+    return cwd, pid
+
+
+def test_timeout_then_fresh_worker(sandbox: Sandbox, session: Session) -> None:
     ok(session.run("state = 'old'\nopen('scratch.txt', 'w').write('x')"))
-    old_dir, old_pid = session.scratch_dir, session.pid
+    old_dir, old_pid = where(session)
+    host_pid, host_dir = session.pid, session.scratch_dir
     t0 = time.perf_counter()
     r = session.run("print('spinning')\nwhile True:\n    pass", timeout=1.0)
     elapsed = time.perf_counter() - t0
     assert r.status == "timeout" and r.error_type == "Timeout"
     assert r.error_message == "cell exceeded 1.0 s"
     assert 1.0 <= r.seconds and elapsed < 2.0
-    assert not alive(old_pid) and not os.path.exists(old_dir)
+    if sandbox.mode == "process":
+        assert host_pid is not None and host_dir is not None
+        assert not alive(host_pid) and not os.path.exists(host_dir)
     r = ok(session.run(
         "import os\nprint('state' in globals(), sorted(os.listdir()), "
-        f"input_image.getpixel({KNOWN_XY}))"
+        f"input_image.getpixel({KNOWN_XY}), os.path.exists({old_dir!r}))"
     ))
-    assert r.stdout == f"False ['input_image.jpg'] {KNOWN_RGB}\n"
-    assert session.scratch_dir != old_dir
+    assert r.stdout == f"False ['input_image.jpg'] {KNOWN_RGB} False\n"
+    new_dir, new_pid = where(session)
+    assert new_dir != old_dir and new_pid != old_pid
 
 
 @pytest.mark.parametrize(
@@ -220,12 +245,12 @@ def test_timeout_then_fresh_worker(session: Session) -> None:
 )
 def test_crash_then_fresh_worker(session: Session, code: str, message: str) -> None:
     ok(session.run("kept = 1"))
-    old_dir = session.scratch_dir
+    old_dir, _ = where(session)
     r = session.run(code)
     assert r.status == "crashed" and r.error_type == "Crashed" and r.error_message == message
-    assert not os.path.exists(old_dir)
-    r = ok(session.run(f"print('kept' in globals(), input_image.getpixel({KNOWN_XY}))"))
-    assert r.stdout == f"False {KNOWN_RGB}\n"
+    r = ok(session.run(f"import os\nprint('kept' in globals(), input_image.getpixel({KNOWN_XY}), "
+                       f"os.path.exists({old_dir!r}))"))
+    assert r.stdout == f"False {KNOWN_RGB} False\n"
 
 
 def test_memory_bomb(session: Session) -> None:
@@ -243,10 +268,10 @@ def test_output_truncated(session: Session) -> None:
     assert not ok(session.run("print('x' * 9_000)")).truncated
 
 
-def test_env_secrets_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_secrets_scrubbed(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("HF_TOKEN", "hf-test")
-    with Sandbox() as sb, sb.session(make_image()) as s:
+    with Sandbox(mode=sandbox.mode) as sb, sb.session(make_image()) as s:
         r = ok(s.run(
             "import os\nprint(os.environ.get('OPENAI_API_KEY'), os.environ.get('HF_TOKEN'))\n"
             "print(os.environ['MPLBACKEND'], os.environ['OPENBLAS_NUM_THREADS'])"
@@ -254,30 +279,47 @@ def test_env_secrets_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert r.stdout == "None None\nAgg 1\n"
 
 
-def test_close_kills_everything(sandbox: Sandbox) -> None:
+SLEEPER = ("import subprocess, sys\n"
+           "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+           "print(p.pid)")
+
+
+def test_close_kills_everything(sandbox: Sandbox,
+                                jail_procs: Callable[[int], dict[int, int]],
+                                soon: Callable[[Callable[[], bool]], bool]) -> None:
     s = sandbox.session(make_image())
-    r = ok(s.run("import subprocess\np = subprocess.Popen(['sleep', '60'])\nprint(p.pid)"))
-    child = int(r.stdout)
-    worker, scratch = s.pid, s.scratch_dir
-    assert worker is not None and scratch is not None
-    assert alive(worker) and alive(child) and os.path.isdir(scratch)
+    child = int(ok(s.run(SLEEPER)).stdout)
+    pid, scratch = s.pid, s.scratch_dir
+    assert pid is not None and alive(pid)
+    if sandbox.mode == "process":
+        assert scratch is not None and alive(child) and os.path.isdir(scratch)
+    else:  # bwrap: pid is the jail's; inside it: init, the jail, the worker, the sleeper
+        assert scratch is None and len(jail_procs(pid)) == 4
+        assert child in jail_procs(pid).values()  # child is its pid inside the jail
     s.close()
     s.close()  # idempotent
-    deadline = time.monotonic() + 2
-    while alive(child) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not alive(worker) and not alive(child) and not os.path.exists(scratch)
-    assert not Path(f"/proc/{worker}").exists()  # reaped, not a zombie
+    if sandbox.mode == "process":
+        assert soon(lambda: not alive(child))
+        assert not alive(pid) and not os.path.exists(scratch)
+        assert not Path(f"/proc/{pid}").exists()  # reaped, not a zombie
+    else:  # the jail lives on for the next session: init, jail and a fresh standby worker
+        assert soon(lambda: len(jail_procs(pid)) == 3) and alive(pid)
+        assert child not in jail_procs(pid).values()
     with pytest.raises(RuntimeError):
         s.run("1")
 
 
-def test_sandbox_close_closes_sessions() -> None:
-    with Sandbox() as sb:
+def test_sandbox_close_closes_sessions(sandbox: Sandbox) -> None:
+    with Sandbox(mode=sandbox.mode) as sb:
         sessions = [sb.session(make_image()) for _ in range(3)]
         ok(sessions[0].run("1"))
         dirs = [s.scratch_dir for s in sessions]
+        pids = [s.pid for s in sessions]
     assert not any(os.path.exists(d) for d in dirs if d)
+    deadline = time.monotonic() + 2
+    while any(p and alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(p and alive(p) for p in pids)
     with pytest.raises(RuntimeError):
         sb.session(make_image())
 
@@ -306,20 +348,60 @@ def test_threads(sandbox: Sandbox) -> None:
     assert outs == [f"{i * 10}\n" for i in range(6)]
 
 
-def run_in_pool_worker(image_png: bytes) -> tuple[str, str]:
+def run_in_pool_worker(image_png: bytes, mode: str) -> tuple[str, str, str]:
     """Module-level so ProcessPoolExecutor can pickle it by reference."""
-    # Set before this process starts its own (nested) forkserver, so the secret really is in
-    # the environment the sandbox worker inherits and only the scrubbing can hide it.
+    # Set before this process starts its own (nested) forkserver or jail, so the secret really
+    # is in the environment they inherit and only the scrubbing can hide it.
     os.environ["OPENAI_API_KEY"] = "sk-test"
-    with Sandbox(timeout=10.0) as sb, sb.session(image_png) as s:
+    with Sandbox(timeout=10.0, mode=mode) as sb, sb.session(image_png) as s:
         r = s.run(
             f"import os\nprint(input_image.getpixel({KNOWN_XY}), os.environ.get('OPENAI_API_KEY'))"
         )
-        return r.status, r.stdout
+        return sb.mode, r.status, r.stdout
 
 
-def test_inside_forkserver_process_pool() -> None:
+def test_inside_forkserver_process_pool(sandbox: Sandbox) -> None:
     ctx = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        status, out = pool.submit(run_in_pool_worker, png_bytes(make_image())).result(60)
-    assert (status, out) == ("ok", f"{KNOWN_RGB} None\n")
+        got = pool.submit(run_in_pool_worker, png_bytes(make_image()), sandbox.mode).result(60)
+    assert got == (sandbox.mode, "ok", f"{KNOWN_RGB} None\n")
+
+
+def test_mode_argument() -> None:
+    with pytest.raises(ValueError, match="mode"):
+        Sandbox(mode="docker")
+    with Sandbox(mode="process") as sb:
+        assert sb.mode == "process"
+
+
+def test_auto_falls_back_to_process_with_a_warning(monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")  # no bwrap to be found
+    with caplog.at_level(logging.WARNING, logger="datagen.sandbox"):
+        with Sandbox() as sb, sb.session(make_image()) as s:
+            assert sb.mode == "process"
+            assert ok(s.run("print(6 * 7)")).stdout == "42\n"
+    assert any(r.levelno == logging.WARNING and "bwrap" in r.getMessage()
+               and "not installed" in r.getMessage() for r in caplog.records)
+    with pytest.raises(RuntimeError, match="bwrap"):
+        Sandbox(mode="bwrap")
+
+
+def test_nothing_a_cell_writes_to_its_pipe_is_unpickled(
+        sandbox: Sandbox, session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATAGEN_PWNED", raising=False)
+    # If the parent unpickled this, it would set a variable in the parent's environment.
+    payload = ("import os, pickle\nclass P:\n    def __reduce__(self):\n"
+               "        return (exec, (\"import os; os.environ['DATAGEN_PWNED'] = '1'\",))\n")
+    if sandbox.mode == "process":  # the worker's pipe to the parent is a Connection
+        attack = ("import gc\nfrom multiprocessing.connection import Connection\n"
+                  "for c in [o for o in gc.get_objects() if isinstance(o, Connection)]:\n"
+                  "    try:\n        c.send(P())\n    except OSError:\n        pass\n")
+    else:  # bwrap: raw pipes to the jail
+        attack = ("for fd in map(int, os.listdir('/proc/self/fd')):\n"
+                  "    try:\n        os.write(fd, pickle.dumps(P()) + b'\\n')\n"
+                  "    except OSError:\n        pass\n")
+    r = session.run(payload + attack + "print('sent')")
+    assert r.status in ("ok", "crashed")
+    assert "DATAGEN_PWNED" not in os.environ
+    assert ok(session.run("print(input_image.size)")).stdout == "(32, 24)\n"
