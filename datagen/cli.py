@@ -9,7 +9,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -37,15 +37,64 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 
 
+def _with_config_file(ctx: typer.Context, path: Path) -> dict[str, Any]:
+    """The command's options, with those not given on the command line taken from ``path``.
+
+    The file is YAML with the same option names (``shard-size`` or ``shard_size``).
+    """
+    import yaml
+
+    from datagen.errors import UsageError
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not valid YAML"
+        raise UsageError(f"--config {path}: cannot read it ({reason})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--config {path}: expected a mapping of option names to values")
+    params = dict(ctx.params)
+    for key, value in data.items():
+        name = {"out": "out_dir"}.get(str(key).replace("-", "_"), str(key).replace("-", "_"))
+        if name not in params or name == "config":
+            raise UsageError(f"--config {path}: unknown option {key!r}")
+        source = ctx.get_parameter_source(name)  # typer ships its own click: compare names
+        if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
+            params[name] = value
+    return params
+
+
 @app.command()
 def build(
+    ctx: typer.Context,
     split: Annotated[str, typer.Option(help="Which set to build: sft.")] = "sft",
     n: Annotated[int, typer.Option(help="Number of verified rows to publish.")] = 500,
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("data/demo"),
     families: Annotated[str, typer.Option(
         "--families", "--family", help="Scene families, comma-separated: chart, geometry, search.",
     )] = "chart",
-    teacher: Annotated[str, typer.Option(help="Teacher: scripted (offline).")] = "scripted",
+    teacher: Annotated[str, typer.Option(
+        help="Teacher: scripted (offline) or openai (an OpenAI-compatible endpoint).",
+    )] = "scripted",
+    model: Annotated[str, typer.Option(help="Model name for --teacher openai.")] = "",
+    base_url: Annotated[str | None, typer.Option(
+        help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 "
+             "(default: OpenAI). The key is read from OPENAI_API_KEY.")] = None,
+    attempts: Annotated[int | None, typer.Option(
+        help="Tries per task; the first verified one is kept (default 1 scripted, 4 openai).",
+    )] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+    concurrency: Annotated[int, typer.Option(
+        help="API requests in flight per worker process.")] = 8,
+    rpm: Annotated[int, typer.Option(help="Requests per minute, 0 = unlimited.")] = 0,
+    tpm: Annotated[int, typer.Option(help="Tokens per minute, 0 = unlimited.")] = 0,
+    max_cost: Annotated[float, typer.Option(
+        help="Stop paying for new calls after this many USD, 0 = unlimited.")] = 0.0,
+    price_in: Annotated[float | None, typer.Option(
+        help="USD per 1M prompt tokens (default: known models' list price).")] = None,
+    price_out: Annotated[float | None, typer.Option(
+        help="USD per 1M completion tokens.")] = None,
+    request_timeout: Annotated[float, typer.Option(help="Seconds per API request.")] = 120.0,
     seed: Annotated[int, typer.Option(help="Run seed: same seed and options, same rows.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes (default: all cores).")] = 0,
     shard_size: Annotated[int, typer.Option(help="Scenes per shard.")] = 16,
@@ -57,24 +106,29 @@ def build(
         help="Distractor density multiplier for visual search.")] = 1.0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing build in --out.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue the build in --out.")] = False,
+    config: Annotated[Path | None, typer.Option(
+        help="YAML file of options (same names); the command line wins.")] = None,
 ) -> None:
     """Build a verified dataset folder (Hugging Face layout) in --out."""
     from datagen.config import BuildConfig
     from datagen.errors import UsageError
     from datagen.shards import prepare_output
 
-    if split != "sft":
-        raise UsageError(f"--split {split!r}: only 'sft' can be built so far")
-    if overwrite and resume:
+    p = _with_config_file(ctx, config) if config is not None else dict(ctx.params)
+    if p["split"] != "sft":
+        raise UsageError(f"--split {p['split']!r}: only 'sft' can be built so far")
+    if p["overwrite"] and p["resume"]:
         raise UsageError("--overwrite and --resume exclude each other; pick one")
-    options = dict(split=split, n=n, out=out_dir, families=families, teacher=teacher, seed=seed,
-                   shard_size=shard_size, questions_per_scene=questions_per_scene,
-                   cell_timeout=cell_timeout, max_side=max_side, clutter=clutter,
-                   command=shlex.join(["datagen", *sys.argv[1:]]))
-    if workers:
-        options["workers"] = workers
+    options = {k: v for k, v in p.items()
+               if k not in ("out_dir", "workers", "overwrite", "resume", "config")}
+    options.update(out=p["out_dir"], command=shlex.join(["datagen", *sys.argv[1:]]))
+    if p["workers"]:
+        options["workers"] = p["workers"]
     cfg = BuildConfig.from_options(**options)
-    prepare_output(cfg, overwrite=overwrite, resume=resume)
+    if cfg.teacher == "openai" and not os.environ.get("OPENAI_API_KEY"):
+        raise UsageError("--teacher openai needs an API key: set OPENAI_API_KEY (for a local "
+                         "server any value works, e.g. OPENAI_API_KEY=none)")
+    prepare_output(cfg, overwrite=p["overwrite"], resume=p["resume"])
     _prefect_defaults()
     from flows.build import build as build_flow
 
@@ -86,13 +140,30 @@ def build(
         ("acceptance rate", f"{100 * s['acceptance_rate']:.1f} %"),
         ("duplicates removed", s["duplicates"]),
         ("rejects", ", ".join(f"{k} {v}" for k, v in s["reject_reasons"].items()) or "none"),
-        ("sandbox mode", s["sandbox_mode"]), ("card", report.out / "README.md"),
-        ("rejects file", report.out / "rejects.jsonl"),
+        ("sandbox mode", s["sandbox_mode"]), *_llm_rows(s.get("llm")),
+        ("card", report.out / "README.md"), ("rejects file", report.out / "rejects.jsonl"),
     ]:
         table.add_row(label, str(value))
     out.print(table)
+    if s.get("llm") and s["llm"]["budget_spent"]:
+        err.print(f"stopped early: --max-cost {cfg.max_cost:g} USD was spent; finished shards "
+                  "were published (resume with a larger --max-cost to continue; paid calls are "
+                  "cached)", markup=False)
     if report.rows < cfg.n:
         err.print(f"warning: only {report.rows} of {cfg.n} rows could be verified", markup=False)
+
+
+def _llm_rows(llm: dict[str, Any] | None) -> list[tuple[str, object]]:
+    if not llm:
+        return []
+    return [
+        ("teacher model", f"{llm['model']} at {llm['endpoint']}"),
+        ("tries", f"{llm['attempts']} (at most {llm['attempts_per_task']} per task)"),
+        ("API calls", f"{llm['api_calls']} paid, {llm['cached_calls']} cached"),
+        ("tokens", f"{llm['prompt_tokens']} prompt, {llm['completion_tokens']} completion"),
+        ("cost", f"{llm['cost_usd']:.4f} USD" + (f" of {llm['max_cost']:g} allowed"
+                                                  if llm["max_cost"] else "")),
+    ]
 
 
 def main() -> None:

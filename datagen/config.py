@@ -7,8 +7,9 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from datagen import GENERATOR_VERSION
 from datagen.errors import UsageError
@@ -20,6 +21,12 @@ __all__ = ["BuildConfig"]
 # Options that change what rows a shard holds; anything else (n, workers, out) does not.
 _CONTENT_FIELDS = ("split", "families", "teacher", "seed", "shard_size", "questions_per_scene",
                    "max_turns", "cell_timeout", "max_side", "clutter")
+# ... and, for an LLM teacher, what changes its samples (never the key, never the URL's path).
+_LLM_CONTENT_FIELDS = ("model", "attempts", "temperature")
+# Tries per task when --attempts is not given: a deterministic teacher gains nothing from more.
+_DEFAULT_ATTEMPTS = {"scripted": 1, "openai": 4}
+
+
 class BuildConfig(BaseModel):
     """Everything ``datagen build`` needs to know."""
 
@@ -38,9 +45,30 @@ class BuildConfig(BaseModel):
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
     max_side: int = Field(4096, ge=512, description="longest side of visual-search images")
     clutter: float = Field(1.0, gt=0, le=10, description="distractor density multiplier")
+    # LLM teacher (--teacher openai); the API key comes from OPENAI_API_KEY, never from here.
+    model: str = ""
+    base_url: str | None = None
+    attempts: int = Field(1, description="tries per task; the first verified one is kept")
+    temperature: float = Field(0.7, ge=0, le=2)
+    concurrency: int = Field(8, description="requests in flight per process")
+    rpm: int = Field(0, ge=0, description="requests per minute, 0 = unlimited")
+    tpm: int = Field(0, ge=0, description="tokens per minute, 0 = unlimited")
+    max_cost: float = Field(0.0, ge=0, description="USD for new calls, 0 = unlimited")
+    price_in: float | None = Field(None, ge=0, description="USD per 1M prompt tokens")
+    price_out: float | None = Field(None, ge=0, description="USD per 1M completion tokens")
+    request_timeout: float = Field(120.0, gt=0, description="seconds per API request")
     command: str = ""
 
-    @field_validator("n", "shard_size", "questions_per_scene", "workers", "max_turns")
+    @model_validator(mode="before")
+    @classmethod
+    def _default_attempts(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("attempts") is None:
+            teacher = data.get("teacher", "scripted")
+            data = {**data, "attempts": _DEFAULT_ATTEMPTS.get(str(teacher), 1)}
+        return data
+
+    @field_validator("n", "shard_size", "questions_per_scene", "workers", "max_turns",
+                     "attempts", "concurrency")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v <= 0:
@@ -72,6 +100,41 @@ class BuildConfig(BaseModel):
             raise ValueError(f"unknown teacher {v!r}; choose one of: {', '.join(TEACHER_NAMES)}")
         return v
 
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("give an http(s) URL such as http://localhost:8000/v1")
+        if parts.username or parts.password:
+            raise ValueError("no credentials in the URL: the key goes in OPENAI_API_KEY")
+        return v
+
+    @model_validator(mode="after")
+    def _teacher_options(self) -> BuildConfig:
+        from datagen.teachers.chat_api import PRICES
+
+        if self.teacher == "scripted" and self.attempts > 1:
+            raise ValueError("--attempts: the scripted teacher is deterministic, so every try "
+                             "would be the same trace; use 1")
+        if self.teacher == "openai":
+            if not self.model:
+                raise ValueError("--model: name the model the openai teacher should use")
+            if self.max_cost and self.prices() == (0.0, 0.0) and self.model not in PRICES:
+                raise ValueError(f"--max-cost: no price known for {self.model!r}; give "
+                                 "--price-in and --price-out (USD per 1M tokens)")
+        return self
+
+    def prices(self) -> tuple[float, float]:
+        """USD per 1M prompt and completion tokens: the options, else the table, else 0."""
+        from datagen.teachers.chat_api import PRICES
+
+        known = PRICES.get(self.model, (0.0, 0.0))
+        return (self.price_in if self.price_in is not None else known[0],
+                self.price_out if self.price_out is not None else known[1])
+
     def scene_options(self) -> dict[str, Any]:
         """The knobs handed to every family's ``make_scene``."""
         return {"max_side": self.max_side, "clutter": self.clutter}
@@ -92,13 +155,18 @@ class BuildConfig(BaseModel):
             return cls(**options)  # type: ignore[arg-type]
         except ValidationError as exc:
             err = exc.errors()[0]
-            name = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "option"
             msg = str(err["msg"]).removeprefix("Value error, ")
+            if not err["loc"]:  # a check across options names them itself
+                raise UsageError(msg) from None
+            name = "--" + str(err["loc"][0]).replace("_", "-")
             raise UsageError(f"{name}: {msg} (got {err.get('input')!r})") from None
 
     def content_key(self) -> str:
         """Hash of everything that decides the rows: same key, byte-identical shards."""
         fields = {k: getattr(self, k) for k in _CONTENT_FIELDS}
+        if self.teacher != "scripted":
+            fields.update({k: getattr(self, k) for k in _LLM_CONTENT_FIELDS})
+            fields["endpoint"] = urlsplit(self.base_url or "https://api.openai.com").netloc
         fields["generator_version"] = GENERATOR_VERSION
         blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

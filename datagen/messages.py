@@ -24,7 +24,9 @@ def user_text(question: str) -> str:
 
 
 def assistant_text(step: Step) -> str:
-    """``<think>…</think>`` then a ``<code>`` block or an ``<answer>``."""
+    """``<think>…</think>`` then a ``<code>`` block or an ``<answer>``; an LLM's raw reply as is."""
+    if step.raw is not None:
+        return step.raw
     return render("assistant_turn.j2", think=step.think, code=step.code, answer=step.answer)
 
 

@@ -75,8 +75,12 @@ def count_publishable(cfg: BuildConfig, shards: list[ShardSummary]) -> int:
     return len(_select(cfg, shards)[0])
 
 
-def publish(cfg: BuildConfig, shards: list[ShardSummary]) -> PublishReport:
-    """Write the dataset folder from the finished ``shards`` (ordered by index)."""
+def publish(cfg: BuildConfig, shards: list[ShardSummary],
+            budget_spent: bool = False) -> PublishReport:
+    """Write the dataset folder from the finished ``shards`` (ordered by index).
+
+    ``budget_spent`` says the build stopped at ``--max-cost``; the card and stats say so.
+    """
     shards = sorted(shards, key=lambda s: s.index)
     picked, dups = _select(cfg, shards)
     by_shard: dict[int, list[int]] = {}
@@ -101,6 +105,7 @@ def publish(cfg: BuildConfig, shards: list[ShardSummary]) -> PublishReport:
     rejects = _merge_rejects(cfg, shards, dups)
     stats = _stats(cfg, shards, table, len(dups), rejects)
     stats.update(_histograms(shards, picked))
+    stats.update(_teacher_stats(cfg, shards, budget_spent))
     write_text(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True))
     info_yaml = _dataset_info_yaml(cfg.split, table, [out / f for f in files])
     write_text(out / "README.md", render("sft_card.md.j2", folder="data_cards", s=stats,
@@ -176,6 +181,29 @@ def _histograms(shards: list[ShardSummary], picked: list[Position]) -> dict[str,
     order = [label for _, label in _SIDE_BINS] + [">4096"]
     return {"by_long_side": {k: sides[k] for k in order if sides[k]},
             "by_target_area": {label: areas[label] for _, label in _AREA_BINS if areas[label]}}
+
+
+def _teacher_stats(cfg: BuildConfig, shards: list[ShardSummary],
+                   budget_spent: bool) -> dict[str, Any]:
+    """The LLM teacher's numbers: model, tries, calls, tokens and what they cost."""
+    if cfg.teacher == "scripted":
+        return {"llm": None}
+    from datagen.teachers.chat_api import public_url
+
+    return {"llm": {
+        "model": cfg.model,
+        "endpoint": public_url(cfg.base_url),
+        "attempts_per_task": cfg.attempts,
+        "temperature": cfg.temperature,
+        "attempts": sum(s.attempts for s in shards),
+        "api_calls": sum(s.api_calls for s in shards),
+        "cached_calls": sum(s.cached_calls for s in shards),
+        "prompt_tokens": sum(s.prompt_tokens for s in shards),
+        "completion_tokens": sum(s.completion_tokens for s in shards),
+        "cost_usd": round(sum(s.cost_usd for s in shards), 4),
+        "max_cost": cfg.max_cost or None,
+        "budget_spent": budget_spent,
+    }}
 
 
 def _stats(cfg: BuildConfig, shards: list[ShardSummary], table: pa.Table | None, dups: int,

@@ -67,11 +67,16 @@ class Task:
 
 @dataclass(slots=True)
 class Step:
-    """One assistant turn: think text, then either a code cell or the final answer."""
+    """One assistant turn: think text, then either a code cell or the final answer.
+
+    ``raw`` is the reply exactly as an LLM teacher wrote it (the SFT row shows it verbatim);
+    None for teachers whose text is rendered from the parts (the scripted one).
+    """
 
     think: str
     code: str | None = None
     answer: str | None = None
+    raw: str | None = None
 
 
 @dataclass(slots=True)
@@ -93,6 +98,8 @@ class Trajectory:
     teacher: str
     style: str
     ops: tuple[str, ...]
+    # (reason, detail) when the teacher had to stop early (e.g. the endpoint kept failing).
+    failure: tuple[str, str] | None = None
 
     @property
     def final_answer(self) -> str | None:

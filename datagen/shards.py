@@ -5,7 +5,12 @@ the questions, rolls out and verifies every task, and writes three files under
 ``OUT/.datagen/shards/``: the verified rows (parquet), the rejects (JSON lines) and, last, a
 marker (JSON) with the dedup keys and counts. Each write is atomic and the marker is written only
 after the data, so a shard with a marker is complete and a crashed run resumes by skipping it.
-The same config and index always give byte-identical row files.
+The same config and index always give byte-identical row files (for an LLM teacher: given its
+response cache).
+
+A sampling teacher (an LLM) gets up to ``cfg.attempts`` tries per task (the first verified one is
+kept, every failed one goes to the rejects), and a shard's tasks run in ``cfg.concurrency``
+threads; rows keep the order of the sequential loop.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ from __future__ import annotations
 import functools
 import io
 import json
+import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import datasets
 import pyarrow.parquet as pq
@@ -28,13 +36,13 @@ from datagen.atomic import atomic_path, write_text
 from datagen.config import BuildConfig
 from datagen.dedup import image_phash, row_key
 from datagen.errors import OutputExistsError, UsageError
-from datagen.records import SFT_FEATURES
+from datagen.records import SFT_FEATURES, Task, Trajectory
 from datagen.rollout import rollout
 from datagen.rows import reject_record, sft_row
 from datagen.sandbox import Sandbox
 from datagen.scenes import get_family
-from datagen.teachers import Teacher, get_teacher
-from datagen.verify import verify_trajectory
+from datagen.teachers import SamplingTeacher, Teacher, Usage, get_teacher
+from datagen.verify import Verdict, verify_trajectory
 
 __all__ = ["ShardSummary", "completed_shards", "prepare_output", "run_shard", "shard_dir"]
 
@@ -59,6 +67,13 @@ class ShardSummary:
     seconds: float
     sandbox_mode: str
     cell_seconds: list[float] = field(default_factory=list)
+    # Tries run (tasks x attempts) and, for an LLM teacher, its calls (cached ones are free).
+    attempts: int = 0
+    api_calls: int = 0
+    cached_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
 
 
 def work_dir(out: Path) -> Path:
@@ -82,6 +97,8 @@ def prepare_output(cfg: BuildConfig, overwrite: bool, resume: bool) -> None:
 
     A folder that exists needs ``--overwrite`` (start again) or ``--resume`` (continue a build
     with the same content options); anything else is refused before any work is done.
+    ``--overwrite`` keeps the LLM response cache: it is keyed by the full request, so a rebuild
+    pays only for requests it has not made before.
     """
     out = cfg.out
     manifest_path = work_dir(out) / _MANIFEST
@@ -92,7 +109,14 @@ def prepare_output(cfg: BuildConfig, overwrite: bool, resume: bool) -> None:
         if not manifest_path.exists():
             raise UsageError(f"--out {out} holds files that datagen did not write; refusing to "
                              "delete them with --overwrite. Choose another folder.")
+        cache = work_dir(out) / "cache"
+        kept = out.parent / f".{out.name}.cache-{os.getpid()}"
+        if cache.is_dir():
+            os.replace(cache, kept)
         shutil.rmtree(out)
+        if kept.is_dir():
+            work_dir(out).mkdir(parents=True)
+            os.replace(kept, cache)
     elif present and resume:
         if not manifest_path.exists():
             raise UsageError(f"--out {out} is not a datagen build, so it cannot be resumed; "
@@ -131,15 +155,48 @@ def _process_sandbox(timeout: float) -> Sandbox:
     return Sandbox(timeout=timeout)
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _ordered_map(fn: Callable[[T], R], items: Sequence[T], threads: int) -> list[R]:
+    """``[fn(x) for x in items]``, in ``threads`` threads; the first exception stops the rest."""
+    if threads <= 1:
+        return [fn(x) for x in items]
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="datagen-task")
+    try:
+        futures = [pool.submit(fn, x) for x in items]
+        return [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _solve(cfg: BuildConfig, task: Task, teacher: Teacher,
+           sandbox: Sandbox) -> list[tuple[Trajectory, Verdict]]:
+    """Up to ``cfg.attempts`` tries at ``task``, stopping at the first verified one."""
+    tries: list[tuple[Trajectory, Verdict]] = []
+    for attempt in range(cfg.attempts):
+        t = teacher.for_attempt(attempt) if isinstance(teacher, SamplingTeacher) else teacher
+        traj = rollout(task, t, sandbox, cfg.max_turns)
+        verdict = verify_trajectory(traj, cfg.max_turns)
+        tries.append((traj, verdict))
+        if verdict.kept:
+            break
+    return tries
+
+
 def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None) -> ShardSummary:
     """Build shard ``index`` of ``cfg`` and write it atomically; returns its summary.
 
     ``teacher`` defaults to the one ``cfg`` names; passing one is for embedding and tests.
+    Raises ``BudgetSpent`` (nothing written) when ``--max-cost`` runs out during the shard.
     """
     started = time.perf_counter()
     family_name, local = cfg.family_of(index)
     family = get_family(family_name)
-    teacher = teacher or get_teacher(cfg.teacher)
+    teacher = teacher or get_teacher(cfg.teacher, cfg)
+    sampling = isinstance(teacher, SamplingTeacher)
+    usage_before = teacher.usage() if isinstance(teacher, SamplingTeacher) else Usage()
     rows: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
     keys: list[str] = []
@@ -148,40 +205,48 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None) -> S
     reasons: Counter[str] = Counter()
     styles: Counter[str] = Counter()
     cell_seconds: list[float] = []
-    tasks = 0
     first = local * cfg.shard_size
     sandbox = _process_sandbox(cfg.cell_timeout)
+    posed: list[tuple[Task, str, int]] = []  # task, image phash, image long side
     for scene_index in range(first, first + cfg.shard_size):
         scene = family.make_scene(scene_index, cfg.seed, cfg.scene_options())
         phash = image_phash(scene.image)
         with Image.open(io.BytesIO(scene.image)) as im:
             side = max(im.size)
-        for task in family.pose(scene, cfg.questions_per_scene):
-            tasks += 1
-            traj = rollout(task, teacher, sandbox, cfg.max_turns)
+        posed += [(task, phash, side) for task in family.pose(scene, cfg.questions_per_scene)]
+    solved = _ordered_map(lambda p: _solve(cfg, p[0], teacher, sandbox), posed,
+                          cfg.concurrency if sampling else 1)
+    for (task, phash, side), tries in zip(posed, solved, strict=True):
+        for attempt, (traj, verdict) in enumerate(tries):
             cell_seconds += [t.result.seconds for t in traj.turns if t.result is not None]
-            verdict = verify_trajectory(traj, cfg.max_turns)
             reasons[verdict.reason] += 1
             if verdict.kept:
                 styles[traj.style] += 1
                 rows.append(sft_row(traj, verdict))
                 keys.append(row_key(phash, task.question, task.answer))
                 sides.append(side)
-                areas.append(scene.spec.get("target_area"))
+                areas.append(task.scene.spec.get("target_area"))
             else:
-                rejects.append(reject_record(traj, verdict))
+                rejects.append({**reject_record(traj, verdict), "attempt": attempt})
+    usage = teacher.usage().minus(usage_before) if isinstance(teacher, SamplingTeacher) \
+        else Usage()
     mode = sandbox.mode
     rows_path, rejects_path, marker_path = _paths(cfg, index)
     with atomic_path(rows_path) as tmp:
         # The table carries the HF features in its schema metadata, so Image columns survive.
-        pq.write_table(datasets.Dataset.from_list(rows, features=SFT_FEATURES).data.table, tmp)
+        # Built column-wise so a shard with no verified row still gets the full schema.
+        columns = {k: [r[k] for r in rows] for k in SFT_FEATURES}
+        pq.write_table(datasets.Dataset.from_dict(columns, features=SFT_FEATURES).data.table, tmp)
     write_text(rejects_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects))
     summary = ShardSummary(
-        index=index, content_key=cfg.content_key(), scenes=cfg.shard_size, tasks=tasks,
+        index=index, content_key=cfg.content_key(), scenes=cfg.shard_size, tasks=len(posed),
         kept=len(rows), keys=keys, sides=sides, target_areas=areas, reasons=dict(reasons),
         styles=dict(styles),
         seconds=round(time.perf_counter() - started, 3), sandbox_mode=mode,
         cell_seconds=[round(s, 4) for s in cell_seconds],
+        attempts=sum(len(tries) for tries in solved), api_calls=usage.calls,
+        cached_calls=usage.cached_calls, prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens, cost_usd=round(usage.cost_usd, 6),
     )
     write_text(marker_path, json.dumps(asdict(summary)))
     return summary

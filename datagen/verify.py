@@ -206,7 +206,7 @@ class Verdict:
 
     kept: bool
     reason: str  # "verified", or: exec_error, timeout, crashed, no_answer, turn_limit,
-    #              ungrounded, wrong_answer
+    #              ungrounded, wrong_answer, format, api_error
     detail: str
     predicted: str | None
 
@@ -221,6 +221,12 @@ def verify_trajectory(traj: Trajectory, max_turns: int) -> Verdict:
             reason = {"error": "exec_error"}.get(res.status, res.status)
             return Verdict(False, reason, f"cell {i + 1}: {res.error_type}: {res.error_message}",
                            predicted)
+    if traj.failure is not None:
+        return Verdict(False, traj.failure[0], traj.failure[1], predicted)
+    last = traj.turns[-1].step if traj.turns else None
+    if predicted is None and last is not None and last.raw is not None and last.code is None:
+        return Verdict(False, "format", "the reply has no <code> block and no <answer> (or "
+                       "both)", None)
     if predicted is None:
         if len(traj.turns) >= max_turns:
             return Verdict(False, "turn_limit", f"no answer after {max_turns} turns", None)
