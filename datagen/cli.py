@@ -95,6 +95,13 @@ def build(
     price_out: Annotated[float | None, typer.Option(
         help="USD per 1M completion tokens.")] = None,
     request_timeout: Annotated[float, typer.Option(help="Seconds per API request.")] = 120.0,
+    weak_model: Annotated[str, typer.Option(
+        help="A weaker model that answers each task without tools; its pass rate sets the "
+             "difficulty (any teacher).")] = "",
+    weak_base_url: Annotated[str | None, typer.Option(
+        help="Endpoint of --weak-model (default: --base-url).")] = None,
+    weak_samples: Annotated[int, typer.Option(
+        help="Answers of --weak-model per task.")] = 4,
     seed: Annotated[int, typer.Option(help="Run seed: same seed and options, same rows.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes (default: all cores).")] = 0,
     shard_size: Annotated[int, typer.Option(help="Scenes per shard.")] = 16,
@@ -125,8 +132,9 @@ def build(
     if p["workers"]:
         options["workers"] = p["workers"]
     cfg = BuildConfig.from_options(**options)
-    if cfg.teacher == "openai" and not os.environ.get("OPENAI_API_KEY"):
-        raise UsageError("--teacher openai needs an API key: set OPENAI_API_KEY (for a local "
+    if (cfg.teacher == "openai" or cfg.weak_model) and not os.environ.get("OPENAI_API_KEY"):
+        what = "--teacher openai" if cfg.teacher == "openai" else "--weak-model"
+        raise UsageError(f"{what} needs an API key: set OPENAI_API_KEY (for a local "
                          "server any value works, e.g. OPENAI_API_KEY=none)")
     prepare_output(cfg, overwrite=p["overwrite"], resume=p["resume"])
     _prefect_defaults()
@@ -141,11 +149,12 @@ def build(
         ("duplicates removed", s["duplicates"]),
         ("rejects", ", ".join(f"{k} {v}" for k, v in s["reject_reasons"].items()) or "none"),
         ("sandbox mode", s["sandbox_mode"]), *_llm_rows(s.get("llm")),
+        *_weak_rows(s.get("weak"), s.get("trivial_rows", 0)),
         ("card", report.out / "README.md"), ("rejects file", report.out / "rejects.jsonl"),
     ]:
         table.add_row(label, str(value))
     out.print(table)
-    if s.get("llm") and s["llm"]["budget_spent"]:
+    if any(s.get(k) and s[k]["budget_spent"] for k in ("llm", "weak")):
         err.print(f"stopped early: --max-cost {cfg.max_cost:g} USD was spent; finished shards "
                   "were published (resume with a larger --max-cost to continue; paid calls are "
                   "cached)", markup=False)
@@ -163,6 +172,17 @@ def _llm_rows(llm: dict[str, Any] | None) -> list[tuple[str, object]]:
         ("tokens", f"{llm['prompt_tokens']} prompt, {llm['completion_tokens']} completion"),
         ("cost", f"{llm['cost_usd']:.4f} USD" + (f" of {llm['max_cost']:g} allowed"
                                                   if llm["max_cost"] else "")),
+    ]
+
+
+def _weak_rows(weak: dict[str, Any] | None, trivial: int) -> list[tuple[str, object]]:
+    if not weak:
+        return []
+    return [
+        ("weak model", f"{weak['model']} at {weak['endpoint']}, {weak['samples']} per task"),
+        ("weak model calls", f"{weak['api_calls']} paid, {weak['cached_calls']} cached, "
+                             f"{weak['cost_usd']:.4f} USD"),
+        ("trivial rows", trivial),
     ]
 
 

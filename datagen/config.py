@@ -23,6 +23,8 @@ _CONTENT_FIELDS = ("split", "families", "teacher", "seed", "shard_size", "questi
                    "max_turns", "cell_timeout", "max_side", "clutter")
 # ... and, for an LLM teacher, what changes its samples (never the key, never the URL's path).
 _LLM_CONTENT_FIELDS = ("model", "attempts", "temperature")
+# ... and, with a weak model, what changes its samples (so the difficulty labels).
+_WEAK_CONTENT_FIELDS = ("weak_model", "weak_samples", "temperature")
 # Tries per task when --attempts is not given: a deterministic teacher gains nothing from more.
 _DEFAULT_ATTEMPTS = {"scripted": 1, "openai": 4}
 
@@ -57,6 +59,10 @@ class BuildConfig(BaseModel):
     price_in: float | None = Field(None, ge=0, description="USD per 1M prompt tokens")
     price_out: float | None = Field(None, ge=0, description="USD per 1M completion tokens")
     request_timeout: float = Field(120.0, gt=0, description="seconds per API request")
+    # Weak-to-strong difficulty: a weaker model answers each task without tools.
+    weak_model: str = Field("", description="model whose pass rate labels difficulty")
+    weak_base_url: str | None = None
+    weak_samples: int = Field(4, description="answers of the weak model per task")
     command: str = ""
 
     @model_validator(mode="before")
@@ -68,7 +74,7 @@ class BuildConfig(BaseModel):
         return data
 
     @field_validator("n", "shard_size", "questions_per_scene", "workers", "max_turns",
-                     "attempts", "concurrency")
+                     "attempts", "concurrency", "weak_samples")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v <= 0:
@@ -100,7 +106,7 @@ class BuildConfig(BaseModel):
             raise ValueError(f"unknown teacher {v!r}; choose one of: {', '.join(TEACHER_NAMES)}")
         return v
 
-    @field_validator("base_url")
+    @field_validator("base_url", "weak_base_url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
         if v is None:
@@ -125,13 +131,22 @@ class BuildConfig(BaseModel):
             if self.max_cost and self.prices() == (0.0, 0.0) and self.model not in PRICES:
                 raise ValueError(f"--max-cost: no price known for {self.model!r}; give "
                                  "--price-in and --price-out (USD per 1M tokens)")
+        if self.weak_base_url and not self.weak_model:
+            raise ValueError("--weak-base-url: name the model with --weak-model")
+        if (self.weak_model and self.max_cost and self.weak_model not in PRICES
+                and self.prices(self.weak_model) == (0.0, 0.0)):
+            raise ValueError(f"--max-cost: no price known for {self.weak_model!r}; give "
+                             "--price-in and --price-out (USD per 1M tokens)")
         return self
 
-    def prices(self) -> tuple[float, float]:
-        """USD per 1M prompt and completion tokens: the options, else the table, else 0."""
+    def prices(self, model: str | None = None) -> tuple[float, float]:
+        """USD per 1M prompt and completion tokens of ``model`` (default: the teacher's).
+
+        The options win, else the table of known models, else 0.
+        """
         from datagen.teachers.chat_api import PRICES
 
-        known = PRICES.get(self.model, (0.0, 0.0))
+        known = PRICES.get(self.model if model is None else model, (0.0, 0.0))
         return (self.price_in if self.price_in is not None else known[0],
                 self.price_out if self.price_out is not None else known[1])
 
@@ -167,6 +182,10 @@ class BuildConfig(BaseModel):
         if self.teacher != "scripted":
             fields.update({k: getattr(self, k) for k in _LLM_CONTENT_FIELDS})
             fields["endpoint"] = urlsplit(self.base_url or "https://api.openai.com").netloc
+        if self.weak_model:
+            fields.update({k: getattr(self, k) for k in _WEAK_CONTENT_FIELDS})
+            url = self.weak_base_url or self.base_url or "https://api.openai.com"
+            fields["weak_endpoint"] = urlsplit(url).netloc
         fields["generator_version"] = GENERATOR_VERSION
         blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

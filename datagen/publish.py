@@ -32,6 +32,7 @@ from datagen.atomic import public_mode, write_text
 from datagen.config import BuildConfig
 from datagen.dedup import Deduper
 from datagen.records import SFT_FEATURES
+from datagen.rows import sft_table
 from datagen.shards import ShardSummary, shard_files
 from datagen.templates import render
 
@@ -88,7 +89,9 @@ def publish(cfg: BuildConfig, shards: list[ShardSummary],
         by_shard.setdefault(shard, []).append(row)
     tables = [pq.read_table(shard_files(cfg, i)[0]).take(pa.array(rows, pa.int64()))
               for i, rows in by_shard.items()]
-    table = pa.concat_tables(tables) if tables else None
+    # No rows (say --max-cost ran out in the first shard) still gives a file with the schema,
+    # so the card's ``configs`` point at data that loads, as an empty split.
+    table = pa.concat_tables(tables) if tables else sft_table([])
 
     out = cfg.out
     staging = Path(tempfile.mkdtemp(prefix=".data-", dir=out))
@@ -97,8 +100,7 @@ def publish(cfg: BuildConfig, shards: list[ShardSummary],
     files = []
     for k in range(n_files):
         name = f"{cfg.split}-{k:05d}-of-{n_files:05d}.parquet"
-        if table is not None:
-            pq.write_table(table.slice(k * ROWS_PER_FILE, ROWS_PER_FILE), staging / name)
+        _write_parquet(table.slice(k * ROWS_PER_FILE, ROWS_PER_FILE), staging / name)
         files.append(f"data/{name}")
     _swap_in(staging, out / "data")
 
@@ -106,6 +108,7 @@ def publish(cfg: BuildConfig, shards: list[ShardSummary],
     stats = _stats(cfg, shards, table, len(dups), rejects)
     stats.update(_histograms(shards, picked))
     stats.update(_teacher_stats(cfg, shards, budget_spent))
+    stats.update(_weak_stats(cfg, shards, table, budget_spent))
     write_text(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True))
     info_yaml = _dataset_info_yaml(cfg.split, table, [out / f for f in files])
     write_text(out / "README.md", render("sft_card.md.j2", folder="data_cards", s=stats,
@@ -113,7 +116,19 @@ def publish(cfg: BuildConfig, shards: list[ShardSummary],
     return PublishReport(out=out, rows=len(picked), files=files, stats=stats)
 
 
-def _dataset_info_yaml(split: str, table: pa.Table | None, files: list[Path]) -> str:
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    """Write ``table``; with no rows, a file of its schema alone (no row group at all).
+
+    ``datasets`` takes its read batch size from the first row group, so a file holding one
+    empty row group fails to load ("BatchSize must be greater than 0"); none loads as empty.
+    """
+    if table.num_rows:
+        pq.write_table(table, path)
+    else:
+        pq.ParquetWriter(path, table.schema).close()
+
+
+def _dataset_info_yaml(split: str, table: pa.Table, files: list[Path]) -> str:
     """The card's ``dataset_info`` block: features, row count and sizes.
 
     Besides telling the Hub viewer the schema, it makes ``load_dataset`` notice a rebuild: its
@@ -121,9 +136,8 @@ def _dataset_info_yaml(split: str, table: pa.Table | None, files: list[Path]) ->
     rebuilt folder would load the previous build's rows from the cache.
     """
     splits = SplitDict()
-    num_bytes = table.nbytes if table is not None else 0
-    splits.add(SplitInfo(name="train", num_bytes=num_bytes,
-                         num_examples=table.num_rows if table is not None else 0))
+    num_bytes = table.nbytes
+    splits.add(SplitInfo(name="train", num_bytes=num_bytes, num_examples=table.num_rows))
     info = DatasetInfo(features=SFT_FEATURES, splits=splits, config_name=split,
                        download_size=sum(f.stat().st_size for f in files if f.exists()),
                        dataset_size=num_bytes)
@@ -206,11 +220,40 @@ def _teacher_stats(cfg: BuildConfig, shards: list[ShardSummary],
     }}
 
 
-def _stats(cfg: BuildConfig, shards: list[ShardSummary], table: pa.Table | None, dups: int,
+def _weak_stats(cfg: BuildConfig, shards: list[ShardSummary], table: pa.Table,
+                budget_spent: bool) -> dict[str, Any]:
+    """Weak-to-strong difficulty: trivial rows, the pass-rate histogram, the weak model's calls.
+
+    The histogram counts published rows by pass rate (``0.5`` = half the samples right).
+    """
+    cols = table.select(["weak_pass_rate", "trivial"]).to_pydict()
+    rates = Counter(f"{r:.2f}" for r in cols["weak_pass_rate"] if r is not None)
+    stats: dict[str, Any] = {"trivial_rows": sum(cols["trivial"]),
+                             "by_weak_pass_rate": dict(sorted(rates.items()))}
+    if not cfg.weak_model:
+        return {**stats, "weak": None}
+    from datagen.teachers.chat_api import public_url
+    from datagen.teachers.weak import EASY_AT, MEDIUM_AT
+
+    return {**stats, "weak": {
+        "model": cfg.weak_model,
+        "endpoint": public_url(cfg.weak_base_url or cfg.base_url),
+        "samples": cfg.weak_samples,
+        "easy_at": EASY_AT,
+        "medium_at": MEDIUM_AT,
+        "api_calls": sum(s.weak_calls for s in shards),
+        "cached_calls": sum(s.weak_cached_calls for s in shards),
+        "prompt_tokens": sum(s.weak_prompt_tokens for s in shards),
+        "completion_tokens": sum(s.weak_completion_tokens for s in shards),
+        "cost_usd": round(sum(s.weak_cost_usd for s in shards), 4),
+        "max_cost": cfg.max_cost or None,
+        "budget_spent": budget_spent,
+    }}
+
+
+def _stats(cfg: BuildConfig, shards: list[ShardSummary], table: pa.Table, dups: int,
            reasons: Counter[str]) -> dict[str, Any]:
-    cols = table.select(["task_type", "difficulty", "style", "answer_type"]).to_pydict() \
-        if table is not None else {"task_type": [], "difficulty": [], "style": [],
-                                   "answer_type": []}
+    cols = table.select(["task_type", "difficulty", "style", "answer_type"]).to_pydict()
     tasks = sum(s.tasks for s in shards)
     verified = sum(s.kept for s in shards)
     cells = [c for s in shards for c in s.cell_seconds]

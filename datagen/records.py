@@ -135,5 +135,9 @@ SFT_FEATURES = datasets.Features(
         "scene_id": datasets.Value("string"),
         "seed": datasets.Value("int64"),
         "generator_version": datasets.Value("string"),
+        # Weak-to-strong difficulty: the weak model's pass rate (None without --weak-model);
+        # trivial when it always solved the task.
+        "weak_pass_rate": datasets.Value("float64"),
+        "trivial": datasets.Value("bool"),
     }
 )

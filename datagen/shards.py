@@ -11,6 +11,10 @@ response cache).
 A sampling teacher (an LLM) gets up to ``cfg.attempts`` tries per task (the first verified one is
 kept, every failed one goes to the rejects), and a shard's tasks run in ``cfg.concurrency``
 threads; rows keep the order of the sequential loop.
+
+With ``--weak-model`` (any teacher), a weak model first answers every task of the shard
+``--weak-samples`` times without tools (``teachers.weak``); its pass rate labels the row's
+difficulty and marks the tasks it always solves as trivial.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import datasets
 import pyarrow.parquet as pq
 from PIL import Image
 
@@ -36,9 +39,9 @@ from datagen.atomic import atomic_path, write_text
 from datagen.config import BuildConfig
 from datagen.dedup import image_phash, row_key
 from datagen.errors import OutputExistsError, UsageError
-from datagen.records import SFT_FEATURES, Task, Trajectory
+from datagen.records import Task, Trajectory
 from datagen.rollout import rollout
-from datagen.rows import reject_record, sft_row
+from datagen.rows import reject_record, sft_row, sft_table
 from datagen.sandbox import Sandbox
 from datagen.scenes import get_family
 from datagen.teachers import SamplingTeacher, Teacher, Usage, get_teacher
@@ -74,6 +77,12 @@ class ShardSummary:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    # The weak model's calls (--weak-model), counted apart from the teacher's.
+    weak_calls: int = 0
+    weak_cached_calls: int = 0
+    weak_prompt_tokens: int = 0
+    weak_completion_tokens: int = 0
+    weak_cost_usd: float = 0.0
 
 
 def work_dir(out: Path) -> Path:
@@ -185,6 +194,23 @@ def _solve(cfg: BuildConfig, task: Task, teacher: Teacher,
     return tries
 
 
+Weak = tuple[float | None, str | None]  # a task's weak pass rate and the difficulty it implies
+
+
+def _weak_labels(cfg: BuildConfig, tasks: Sequence[Task]) -> tuple[list[Weak], Usage]:
+    """The weak model's pass rate on each task and its label (all None without one)."""
+    if not cfg.weak_model:
+        return [(None, None)] * len(tasks), Usage()
+    from datagen.teachers.weak import WeakSolver, difficulty_of  # it builds on this module
+
+    weak = WeakSolver(cfg)
+    k = cfg.weak_samples
+    samples = [(task, i) for task in tasks for i in range(k)]
+    outcomes = _ordered_map(lambda s: weak.solves(*s), samples, cfg.concurrency)
+    rates = [weak.pass_rate(outcomes[i * k:(i + 1) * k]) for i in range(len(tasks))]
+    return [(r, None if r is None else difficulty_of(r)) for r in rates], weak.usage()
+
+
 def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None) -> ShardSummary:
     """Build shard ``index`` of ``cfg`` and write it atomically; returns its summary.
 
@@ -214,15 +240,16 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None) -> S
         with Image.open(io.BytesIO(scene.image)) as im:
             side = max(im.size)
         posed += [(task, phash, side) for task in family.pose(scene, cfg.questions_per_scene)]
+    labels, weak_usage = _weak_labels(cfg, [p[0] for p in posed])
     solved = _ordered_map(lambda p: _solve(cfg, p[0], teacher, sandbox), posed,
                           cfg.concurrency if sampling else 1)
-    for (task, phash, side), tries in zip(posed, solved, strict=True):
+    for (task, phash, side), tries, weak in zip(posed, solved, labels, strict=True):
         for attempt, (traj, verdict) in enumerate(tries):
             cell_seconds += [t.result.seconds for t in traj.turns if t.result is not None]
             reasons[verdict.reason] += 1
             if verdict.kept:
                 styles[traj.style] += 1
-                rows.append(sft_row(traj, verdict))
+                rows.append(sft_row(traj, verdict, *weak))
                 keys.append(row_key(phash, task.question, task.answer))
                 sides.append(side)
                 areas.append(task.scene.spec.get("target_area"))
@@ -233,10 +260,7 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None) -> S
     mode = sandbox.mode
     rows_path, rejects_path, marker_path = _paths(cfg, index)
     with atomic_path(rows_path) as tmp:
-        # The table carries the HF features in its schema metadata, so Image columns survive.
-        # Built column-wise so a shard with no verified row still gets the full schema.
-        columns = {k: [r[k] for r in rows] for k in SFT_FEATURES}
-        pq.write_table(datasets.Dataset.from_dict(columns, features=SFT_FEATURES).data.table, tmp)
+        pq.write_table(sft_table(rows), tmp)
     write_text(rejects_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects))
     summary = ShardSummary(
         index=index, content_key=cfg.content_key(), scenes=cfg.shard_size, tasks=len(posed),
@@ -247,6 +271,10 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None) -> S
         attempts=sum(len(tries) for tries in solved), api_calls=usage.calls,
         cached_calls=usage.cached_calls, prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens, cost_usd=round(usage.cost_usd, 6),
+        weak_calls=weak_usage.calls, weak_cached_calls=weak_usage.cached_calls,
+        weak_prompt_tokens=weak_usage.prompt_tokens,
+        weak_completion_tokens=weak_usage.completion_tokens,
+        weak_cost_usd=round(weak_usage.cost_usd, 6),
     )
     write_text(marker_path, json.dumps(asdict(summary)))
     return summary

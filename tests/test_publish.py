@@ -8,10 +8,12 @@ import shutil
 from pathlib import Path
 
 import datasets
+import pyarrow.parquet as pq
 import yaml
 
 from datagen.config import BuildConfig
 from datagen.publish import publish
+from datagen.records import SFT_FEATURES
 from datagen.shards import ShardSummary, prepare_output, run_shard, shard_files
 
 
@@ -84,3 +86,35 @@ def test_republishing_replaces_the_data_folder_whole(tmp_path: Path) -> None:
     assert len(datasets.load_dataset(str(cfg.out), "sft", split="train")) == 2
     assert [p.name for p in (cfg.out / "data").iterdir()] == ["sft-00000-of-00001.parquet"]
     assert not [p for p in cfg.out.iterdir() if p.name.startswith((".data-", ".old-"))]
+
+
+def test_a_build_without_rows_publishes_an_empty_split_that_loads(tmp_path: Path) -> None:
+    """As when --max-cost runs out inside the first shard: no shard, yet the card's data loads."""
+    cfg = BuildConfig(n=5, out=tmp_path / "out", workers=1)
+    prepare_output(cfg, overwrite=False, resume=False)
+    report = publish(cfg, [], budget_spent=True)
+    assert report.rows == 0 and report.files == ["data/sft-00000-of-00001.parquet"]
+    assert datasets.Features.from_arrow_schema(pq.read_schema(cfg.out / report.files[0])) \
+        == SFT_FEATURES
+    stream = datasets.load_dataset(str(cfg.out), "sft", streaming=True)
+    assert list(stream) == ["train"] and list(stream["train"]) == []
+    assert stream["train"].features == SFT_FEATURES
+    # datasets 5.2 cannot materialise a split of 0 examples, whatever the files hold
+    # ("Instruction 'train' corresponds to no data!"; huggingface/datasets PR #8401 lifts it).
+    try:
+        ds = datasets.load_dataset(str(cfg.out), "sft")
+    except ValueError as exc:
+        assert "corresponds to no data" in str(exc)
+    else:
+        assert list(ds) == ["train"] and len(ds["train"]) == 0
+        assert ds["train"].features == SFT_FEATURES
+
+
+def test_without_a_weak_model_rows_have_no_pass_rate(tmp_path: Path) -> None:
+    cfg, shards = _build(tmp_path, n=3)
+    report = publish(cfg, shards)
+    ds = datasets.load_dataset(str(cfg.out), "sft", split="train")
+    assert ds["weak_pass_rate"] == [None] * 3 and ds["trivial"] == [False] * 3
+    assert report.stats["weak"] is None and report.stats["trivial_rows"] == 0
+    assert report.stats["by_weak_pass_rate"] == {}
+    assert "no weak model rated" in (cfg.out / "README.md").read_text()

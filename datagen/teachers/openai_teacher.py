@@ -32,7 +32,7 @@ from datagen.teachers.chat_api import ChatAPI, Ledger, ResponseCache, chat_api
 from datagen.templates import render
 from datagen.verify import extract_answer
 
-__all__ = ["MAX_TOKENS", "OpenAITeacher", "parse_reply", "request_messages"]
+__all__ = ["MAX_TOKENS", "OpenAITeacher", "data_url", "parse_reply", "request_messages"]
 
 MAX_TOKENS = 2048
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL | re.IGNORECASE)
@@ -40,7 +40,8 @@ _CODE = re.compile(r"<code>\s*```(?:python|py)?[ \t]*\n(.*?)```\s*</code>", re.D
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL | re.IGNORECASE)
 
 
-def _data_url(image: bytes) -> dict[str, Any]:
+def data_url(image: bytes) -> dict[str, Any]:
+    """An image content part holding ``image`` (PNG or JPEG) as a base64 data URL."""
     mime = "image/jpeg" if image[:3] == b"\xff\xd8\xff" else "image/png"
     url = f"data:{mime};base64,{base64.b64encode(image).decode('ascii')}"
     return {"type": "image_url", "image_url": {"url": url}}
@@ -54,7 +55,7 @@ def _with_images(text: str, images: Sequence[bytes]) -> list[dict[str, Any]]:
         if piece.strip():
             parts.append({"type": "text", "text": piece})
         if i < len(pieces) - 1 and i < len(images):
-            parts.append(_data_url(images[i]))
+            parts.append(data_url(images[i]))
     return parts
 
 
@@ -62,7 +63,7 @@ def request_messages(task: Task, history: Sequence[Turn], last_turn: bool) -> li
     """The chat request for the next step of ``task`` (``format_input``)."""
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": system_prompt()},
-        {"role": "user", "content": [_data_url(task.scene.image),
+        {"role": "user", "content": [data_url(task.scene.image),
                                      {"type": "text", "text": task.question}]},
     ]
     for turn in history:
