@@ -193,6 +193,12 @@ def _command(config: dict[str, Any], probe: bool = False) -> list[str]:
     argv += ["--die-with-parent", "--new-session", "--clearenv"]
     for key, value in _ENV.items():
         argv += ["--setenv", key, value]
+    # The tmpfs mounts come first: a checkout or venv that lives under /tmp (CI clones there)
+    # is then bound on top of the jail's empty /tmp instead of being hidden by it.
+    argv += ["--proc", "/proc", "--dev", "/dev",
+             "--perms", "1777", "--size", str(_SCRATCH_BYTES), "--tmpfs", SCRATCH,
+             "--perms", "1777", "--size", str(_TMP_BYTES), "--tmpfs", "/tmp",
+             "--perms", "1777", "--size", str(_SHM_BYTES), "--tmpfs", "/dev/shm"]
     for d in layout.dirs:
         argv += ["--perms", "0755", "--dir", d]
     for b in layout.binds:
@@ -203,11 +209,7 @@ def _command(config: dict[str, Any], probe: bool = False) -> list[str]:
         argv += ["--symlink", target, path]
     if config.get("mpl_cache_host"):
         argv += ["--ro-bind", config["mpl_cache_host"], _MPL_DEST]
-    argv += ["--proc", "/proc", "--dev", "/dev",
-             "--perms", "1777", "--size", str(_SCRATCH_BYTES), "--tmpfs", SCRATCH,
-             "--perms", "1777", "--size", str(_TMP_BYTES), "--tmpfs", "/tmp",
-             "--perms", "1777", "--size", str(_SHM_BYTES), "--tmpfs", "/dev/shm",
-             "--remount-ro", "/", "--chdir", "/"]
+    argv += ["--remount-ro", "/", "--chdir", "/"]
     jail_cfg = {k: v for k, v in config.items() if k != "mpl_cache_host"}
     # -I: no PYTHON* variables, no user site, no cwd on sys.path. datagen's own parent dir
     # goes first on it, so an uninstalled checkout works as well as an (editable) install.
