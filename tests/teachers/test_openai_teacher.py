@@ -41,19 +41,6 @@ def _fake_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(chat_api, "BACKOFF_BASE", 0.05)
 
 
-@pytest.fixture
-def serve() -> Iterator[Callable[[Callable[[dict[str, Any]], str | Reply]], FakeOpenAI]]:
-    servers: list[FakeOpenAI] = []
-
-    def start(handler: Callable[[dict[str, Any]], str | Reply]) -> FakeOpenAI:
-        servers.append(FakeOpenAI(handler).__enter__())
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.__exit__()
-
-
 def config(tmp_path: Path, server: FakeOpenAI, **kw: Any) -> BuildConfig:
     options: dict[str, Any] = dict(
         n=1, out=tmp_path / "out", teacher="openai", model="test-model", base_url=server.url,

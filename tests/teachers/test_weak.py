@@ -6,7 +6,7 @@ loopback server answers each task without tools; its pass rate labels the rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ from datagen.scenes import get_family
 from datagen.shards import ShardSummary, prepare_output, run_shard, shard_files
 from datagen.teachers import chat_api
 from datagen.teachers.weak import difficulty_of, sample_seed, weak_messages
-from tests.openai_server import FakeOpenAI, Reply
 
 SAMPLES = 4
 
@@ -30,19 +29,6 @@ SAMPLES = 4
 def _fake_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-weak")
     monkeypatch.setattr(chat_api, "BACKOFF_BASE", 0.05)
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[Callable[[dict[str, Any]], str | Reply]], FakeOpenAI]]:
-    servers: list[FakeOpenAI] = []
-
-    def start(handler: Callable[[dict[str, Any]], str | Reply]) -> FakeOpenAI:
-        servers.append(FakeOpenAI(handler).__enter__())
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.__exit__()
 
 
 def config(tmp_path: Path, url: str, **kw: Any) -> BuildConfig:
