@@ -210,14 +210,26 @@ def _teacher_stats(cfg: BuildConfig, shards: list[ShardSummary],
         "attempts_per_task": cfg.attempts,
         "temperature": cfg.temperature,
         "attempts": sum(s.attempts for s in shards),
-        "api_calls": sum(s.api_calls for s in shards),
-        "cached_calls": sum(s.cached_calls for s in shards),
-        "prompt_tokens": sum(s.prompt_tokens for s in shards),
-        "completion_tokens": sum(s.completion_tokens for s in shards),
-        "cost_usd": round(sum(s.cost_usd for s in shards), 4),
+        **_usage(shards, _TEACHER_USAGE),
         "max_cost": cfg.max_cost or None,
         "budget_spent": budget_spent,
     }}
+
+
+# Card field -> ShardSummary field, for the teacher's calls and for the weak model's.
+_TEACHER_USAGE = {"api_calls": "api_calls", "cached_calls": "cached_calls",
+                  "prompt_tokens": "prompt_tokens", "completion_tokens": "completion_tokens",
+                  "cost_usd": "cost_usd"}
+_WEAK_USAGE = {"api_calls": "weak_calls", "cached_calls": "weak_cached_calls",
+               "prompt_tokens": "weak_prompt_tokens",
+               "completion_tokens": "weak_completion_tokens", "cost_usd": "weak_cost_usd"}
+
+
+def _usage(shards: list[ShardSummary], fields: dict[str, str]) -> dict[str, Any]:
+    """Calls, tokens and cost summed over the shards (cost rounded to 1/100 cent)."""
+    totals = {key: sum(getattr(s, attr) for s in shards) for key, attr in fields.items()}
+    totals["cost_usd"] = round(totals["cost_usd"], 4)
+    return totals
 
 
 def _weak_stats(cfg: BuildConfig, shards: list[ShardSummary], table: pa.Table,
@@ -241,11 +253,7 @@ def _weak_stats(cfg: BuildConfig, shards: list[ShardSummary], table: pa.Table,
         "samples": cfg.weak_samples,
         "easy_at": EASY_AT,
         "medium_at": MEDIUM_AT,
-        "api_calls": sum(s.weak_calls for s in shards),
-        "cached_calls": sum(s.weak_cached_calls for s in shards),
-        "prompt_tokens": sum(s.weak_prompt_tokens for s in shards),
-        "completion_tokens": sum(s.weak_completion_tokens for s in shards),
-        "cost_usd": round(sum(s.weak_cost_usd for s in shards), 4),
+        **_usage(shards, _WEAK_USAGE),
         "max_cost": cfg.max_cost or None,
         "budget_spent": budget_spent,
     }}
