@@ -67,8 +67,10 @@ def _with_config_file(ctx: typer.Context, path: Path) -> dict[str, Any]:
 @app.command()
 def build(
     ctx: typer.Context,
-    split: Annotated[str, typer.Option(help="Which set to build: sft.")] = "sft",
-    n: Annotated[int, typer.Option(help="Number of verified rows to publish.")] = 500,
+    split: Annotated[str, typer.Option(
+        help="Which set to build: sft, rl, or all (both, with no scene in common).")] = "sft",
+    n: Annotated[int, typer.Option(
+        help="Rows to publish (per split with --split all).")] = 500,
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("data/demo"),
     families: Annotated[str, typer.Option(
         "--families", "--family", help="Scene families, comma-separated: chart, geometry, search.",
@@ -111,6 +113,29 @@ def build(
         help="Longest side of visual-search images (1024–4096 px by default, or beyond).")] = 4096,
     clutter: Annotated[float, typer.Option(
         help="Distractor density multiplier for visual search.")] = 1.0,
+    dedup_radius: Annotated[int, typer.Option(
+        help="Image hash bits within which two images count as the same (0-12).")] = 4,
+    text_threshold: Annotated[float, typer.Option(
+        help="Question similarity (MinHash Jaccard) from which two wordings are the same.",
+    )] = 0.8,
+    image_hash: Annotated[str, typer.Option(help="Image hash: phash or dhash.")] = "phash",
+    exclude: Annotated[list[Path] | None, typer.Option(
+        help="A dataset folder built before (e.g. the SFT set) whose scenes and images this "
+             "build must not use; repeatable.")] = None,
+    decontaminate: Annotated[list[str] | None, typer.Option(
+        help="A benchmark (save_to_disk folder, image folder, parquet/JSON lines, or Hub id) "
+             "whose images and questions must not appear; repeatable.")] = None,
+    contam_ngram: Annotated[int, typer.Option(
+        help="Words a question may not share in a row with a benchmark question.")] = 8,
+    rl_mix: Annotated[str, typer.Option(
+        help="RL difficulty mix, e.g. easy=0.2,medium=0.4,hard=0.4.")] =
+        "easy=0.2,medium=0.4,hard=0.4",
+    keep_trivial: Annotated[bool, typer.Option(
+        help="Keep RL tasks a weak model always solved (left out by default).")] = False,
+    push: Annotated[str | None, typer.Option(
+        "--push", help="After publishing, upload the folder to this Hub dataset repo "
+                       "(ORG/NAME).")] = None,
+    private: Annotated[bool, typer.Option(help="With --push: create the repo private.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing build in --out.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue the build in --out.")] = False,
     config: Annotated[Path | None, typer.Option(
@@ -119,16 +144,18 @@ def build(
     """Build a verified dataset folder (Hugging Face layout) in --out."""
     from datagen.config import BuildConfig
     from datagen.errors import UsageError
+    from datagen.publish import check_sources
     from datagen.shards import prepare_output
 
     p = _with_config_file(ctx, config) if config is not None else dict(ctx.params)
-    if p["split"] != "sft":
-        raise UsageError(f"--split {p['split']!r}: only 'sft' can be built so far")
     if p["overwrite"] and p["resume"]:
         raise UsageError("--overwrite and --resume exclude each other; pick one")
     options = {k: v for k, v in p.items()
-               if k not in ("out_dir", "workers", "overwrite", "resume", "config")}
-    options.update(out=p["out_dir"], command=shlex.join(["datagen", *sys.argv[1:]]))
+               if k not in ("out_dir", "workers", "overwrite", "resume", "config", "push",
+                            "private")}
+    options.update(out=p["out_dir"], command=shlex.join(["datagen", *sys.argv[1:]]),
+                   exclude=tuple(p["exclude"] or ()),
+                   decontaminate=tuple(p["decontaminate"] or ()))
     if p["workers"]:
         options["workers"] = p["workers"]
     cfg = BuildConfig.from_options(**options)
@@ -136,30 +163,193 @@ def build(
         what = "--teacher openai" if cfg.teacher == "openai" else "--weak-model"
         raise UsageError(f"{what} needs an API key: set OPENAI_API_KEY (for a local "
                          "server any value works, e.g. OPENAI_API_KEY=none)")
+    check_sources(cfg)
+    if p["push"]:
+        from datagen.hub import check_push
+
+        check_push(p["push"])
     prepare_output(cfg, overwrite=p["overwrite"], resume=p["resume"])
     _prefect_defaults()
     from flows.build import build as build_flow
 
     report = build_flow(cfg)
     s = report.stats
-    table = Table(title=f"{report.rows} rows published to {report.out}", show_header=False)
-    for label, value in [
-        ("tasks attempted", s["tasks"]), ("verified", s["verified"]),
-        ("acceptance rate", f"{100 * s['acceptance_rate']:.1f} %"),
-        ("duplicates removed", s["duplicates"]),
-        ("rejects", ", ".join(f"{k} {v}" for k, v in s["reject_reasons"].items()) or "none"),
-        ("sandbox mode", s["sandbox_mode"]), *_llm_rows(s.get("llm")),
-        *_weak_rows(s.get("weak"), s.get("trivial_rows", 0)),
-        ("card", report.out / "README.md"), ("rejects file", report.out / "rejects.jsonl"),
-    ]:
-        table.add_row(label, str(value))
-    out.print(table)
+    out.print(_summary_table(report))
     if any(s.get(k) and s[k]["budget_spent"] for k in ("llm", "weak")):
         err.print(f"stopped early: --max-cost {cfg.max_cost:g} USD was spent; finished shards "
                   "were published (resume with a larger --max-cost to continue; paid calls are "
                   "cached)", markup=False)
-    if report.rows < cfg.n:
-        err.print(f"warning: only {report.rows} of {cfg.n} rows could be verified", markup=False)
+    for split, rows in report.by_split.items():
+        if rows < cfg.n:
+            err.print(f"warning: only {rows} of {cfg.n} {split} rows could be published",
+                      markup=False)
+    if p["push"]:
+        from datagen.hub import push_folder
+
+        url = push_folder(cfg.out, p["push"], private=p["private"])
+        out.print(f"pushed {cfg.out} to {p['push']}: {url}", markup=False)
+
+
+def _summary_table(report: Any) -> Table:
+    """The run summary: per split its rows and funnel, then what was removed and where."""
+    s = report.stats
+    rows = ", ".join(f"{n} {split}" for split, n in report.by_split.items())
+    table = Table(title=f"{rows} rows published to {report.out}", show_header=False)
+    sft = s["splits"].get("sft")
+    if sft:
+        for label, value in [
+            ("SFT tasks attempted", sft["tasks"]), ("verified", sft["verified"]),
+            ("acceptance rate", f"{100 * sft['acceptance_rate']:.1f} %"),
+            ("rejects", ", ".join(f"{k} {v}" for k, v in sft["reject_reasons"].items())
+             or "none"),
+            ("sandbox mode", s["sandbox_mode"]),
+        ]:
+            table.add_row(label, str(value))
+    rl = s["splits"].get("rl")
+    if rl:
+        table.add_row("RL tasks posed", str(rl["tasks"]))
+        table.add_row("RL difficulty", ", ".join(f"{k} {v}" for k, v in
+                                                 rl["by_difficulty"].items()))
+    removed = ", ".join(f"{k} {v}" for k, v in s["removed"].items() if v) or "none"
+    table.add_row("removed", removed)
+    for label, value in [*_llm_rows(s.get("llm")),
+                         *_weak_rows(s.get("weak"), sum(c.get("trivial_rows", 0)
+                                                        for c in s["splits"].values())),
+                         ("card", report.out / "README.md"),
+                         ("rejects file", report.out / "rejects.jsonl")]:
+        table.add_row(label, str(value))
+    return table
+
+
+@app.command()
+def validate(
+    path: Annotated[Path, typer.Argument(help="A dataset folder or one parquet file.")],
+    limit: Annotated[int, typer.Option(help="Problems to print (0 = all).")] = 50,
+) -> None:
+    """Check an SFT or RL set's format; exit code 1 with a per-row report if it has problems."""
+    from datagen.errors import RunError
+    from datagen.validate import validate_path
+
+    report = validate_path(path)
+    rows = ", ".join(f"{n} {c} rows" for c, n in report.rows.items()) or "no rows"
+    shown = report.problems if limit <= 0 else report.problems[:limit]
+    for problem in shown:
+        out.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+    if len(shown) < len(report.problems):
+        out.print(f"... and {len(report.problems) - len(shown)} more", markup=False)
+    if not report.ok:
+        raise RunError(f"{path}: {len(report.problems)} problems in {rows}")
+    out.print(f"{path}: ok ({rows} in {len(report.files)} files)", markup=False, soft_wrap=True)
+
+
+@app.command()
+def export(
+    path: Annotated[Path, typer.Argument(help="A dataset folder built by datagen.")],
+    to: Annotated[str, typer.Option(help="Layout: codedance, trl or llamafactory.")],
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Output folder (default: PATH-<to>).")] = None,
+    binary_images: Annotated[bool, typer.Option(
+        help="codedance: store images as plain bytes, as the public CodeDance cards do.")] = True,
+) -> None:
+    """Write the set in another trainer's layout to a new folder."""
+    from datagen.export import export_set
+
+    dst = export_set(path, to, out_dir, binary_images=binary_images)
+    out.print(f"exported {path} as {to} to {dst}", markup=False)
+
+
+@app.command()
+def push(
+    path: Annotated[Path, typer.Argument(help="A dataset folder built by datagen.")],
+    repo_id: Annotated[str, typer.Argument(help="Dataset repo on the Hub, ORG/NAME.")],
+    private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
+) -> None:
+    """Validate the folder and upload it to the Hub in one commit (token: HF_TOKEN or login)."""
+    from datagen.hub import push_folder
+
+    url = push_folder(path, repo_id, private=private)
+    out.print(f"pushed {path} to {repo_id}: {url}", markup=False)
+
+
+@app.command()
+def preview(
+    path: Annotated[str, typer.Argument(help="A dataset folder, or a Hub dataset id ORG/NAME.")],
+    n: Annotated[int, typer.Option(help="Samples to show, spread evenly over the set.")] = 24,
+    rejects: Annotated[bool, typer.Option(
+        "--rejects", help="Show rejected traces and why (from rejects.jsonl).")] = False,
+    family: Annotated[str | None, typer.Option(
+        help="Only this family: chart, geometry, search.")] = None,
+    task_type: Annotated[str | None, typer.Option(
+        help="Only task types starting with this, e.g. chart.stacked.")] = None,
+    out_file: Annotated[Path, typer.Option(
+        "--out", help="The HTML file to write.")] = Path("preview.html"),
+) -> None:
+    """Write one self-contained HTML page of samples and their traces; print its path."""
+    from datagen.preview import write_preview
+
+    report = write_preview(path, out_file, n=n, rejects=rejects, family=family,
+                           task_type=task_type)
+    err.print(f"{report.shown} of {report.matched} samples", markup=False, soft_wrap=True)
+    out.print(str(report.path), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def stats(
+    path: Annotated[str, typer.Argument(help="A dataset folder, or a Hub dataset id ORG/NAME.")],
+    split: Annotated[str, typer.Option(help="Which set: sft or rl.")] = "sft",
+    plots: Annotated[Path | None, typer.Option(
+        help="Folder for the PNG plots (default: PATH/plots, or ./plots for a Hub id).")] = None,
+) -> None:
+    """Print the set's tables (task mix, difficulty, funnel, ...) and write its plots."""
+    from datagen.plots import plot_summary, summarize, summary_tables
+    from datagen.published import open_published
+
+    published = open_published(path, split)
+    summary = summarize(published)
+    for table in summary_tables(summary):
+        out.print(table)
+    folder = plots or (published.folder / "plots" if published.folder else Path("plots"))
+    written = plot_summary(summary, folder)
+    out.print(f"{len(written)} plots in {folder}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def verify(
+    path: Annotated[str, typer.Argument(help="A dataset folder, or a Hub dataset id ORG/NAME.")],
+    cell_timeout: Annotated[float, typer.Option(help="Seconds per code cell.")] = 15.0,
+    workers: Annotated[int, typer.Option(
+        help="Rows re-run at a time (default: all cores).")] = 0,
+    allow_process_mode: Annotated[bool, typer.Option(
+        help="Run the code without the bubblewrap jail when it cannot start (only for a set "
+             "whose code you trust).")] = False,
+    limit: Annotated[int, typer.Option(help="Mismatches to print (0 = all).")] = 50,
+) -> None:
+    """Re-run every SFT trace in the sandbox; re-check observations, images and answers."""
+    from rich.progress import Progress
+
+    from datagen.errors import RunError
+    from datagen.published import open_published
+    from datagen.reverify import reverify, verify_sandbox
+
+    published = open_published(path, "sft")
+    with verify_sandbox(cell_timeout, allow_process_mode) as sandbox, \
+            Progress(console=err, transient=True) as bar:
+        task = bar.add_task("re-running traces", total=len(published))
+        report = reverify(published, sandbox, workers or os.cpu_count() or 1,
+                          progress=lambda done: bar.update(task, completed=done))
+    shown = report.mismatches if limit <= 0 else report.mismatches[:limit]
+    for m in shown:
+        out.print(f"row {m.index} ({m.id}): {m.what}: {m.detail}", markup=False,
+                  highlight=False, soft_wrap=True)
+    if len(shown) < len(report.mismatches):
+        out.print(f"... and {len(report.mismatches) - len(shown)} more", markup=False)
+    out.print(f"{report.rows} rows, {report.cells} cells, {report.images} images re-run "
+              f"(sandbox mode {report.sandbox_mode})", markup=False, soft_wrap=True)
+    if not report.ok:
+        bad = report.failed_rows
+        raise RunError(f"{path}: {len(bad)} of {report.rows} rows do not re-verify (rows "
+                       f"{', '.join(map(str, bad[:20]))}{' ...' if len(bad) > 20 else ''})")
+    out.print(f"{path}: every row re-verified", markup=False, highlight=False, soft_wrap=True)
 
 
 def _llm_rows(llm: dict[str, Any] | None) -> list[tuple[str, object]]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -16,7 +19,17 @@ from datagen.errors import UsageError
 from datagen.scenes import FAMILY_NAMES
 from datagen.teachers import TEACHER_NAMES
 
-__all__ = ["BuildConfig"]
+if TYPE_CHECKING:
+    from datagen.dedup import DedupRule
+
+__all__ = ["BuildConfig", "ShardPlace", "RL_SCENE_BASE", "SPLITS"]
+
+SPLITS = ("sft", "rl")
+# RL scenes are numbered from here, so an RL set never draws a scene of the SFT set with the
+# same seed, whether both are built together (--split all) or in two runs.
+RL_SCENE_BASE = 1 << 40
+# The RL set's default difficulty mix favours medium and hard tasks, as CodeDance's did.
+DEFAULT_RL_MIX = (("easy", 0.2), ("medium", 0.4), ("hard", 0.4))
 
 # Options that change what rows a shard holds; anything else (n, workers, out) does not.
 _CONTENT_FIELDS = ("split", "families", "teacher", "seed", "shard_size", "questions_per_scene",
@@ -29,13 +42,22 @@ _WEAK_CONTENT_FIELDS = ("weak_model", "weak_samples", "temperature")
 _DEFAULT_ATTEMPTS = {"scripted": 1, "openai": 4}
 
 
+@dataclass(frozen=True, slots=True)
+class ShardPlace:
+    """Where a shard index points: its split, its family, and its number within both."""
+
+    split: str
+    family: str
+    number: int
+
+
 class BuildConfig(BaseModel):
     """Everything ``datagen build`` needs to know."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    split: Literal["sft"] = "sft"
-    n: int = Field(500, description="rows to publish")
+    split: Literal["sft", "rl", "all"] = "sft"
+    n: int = Field(500, description="rows to publish (per split with --split all)")
     out: Path = Path("data/demo")
     families: tuple[str, ...] = ("chart",)
     teacher: str = "scripted"
@@ -63,6 +85,19 @@ class BuildConfig(BaseModel):
     weak_model: str = Field("", description="model whose pass rate labels difficulty")
     weak_base_url: str | None = None
     weak_samples: int = Field(4, description="answers of the weak model per task")
+    # Publishing: dedup, disjointness, decontamination, RL mix. They change which rows are
+    # published, not what a shard holds, so a build can be republished under new ones.
+    dedup_radius: int = Field(4, ge=0, le=12, description="image hash bits within which two "
+                              "images are the same")
+    text_threshold: float = Field(0.8, ge=0.3, le=1.0, description="question similarity "
+                                  "(MinHash Jaccard) from which two wordings are the same")
+    image_hash: Literal["phash", "dhash"] = "phash"
+    exclude: tuple[Path, ...] = ()
+    decontaminate: tuple[str, ...] = ()
+    contam_ngram: int = Field(8, ge=3, le=50, description="words a question may share with a "
+                              "benchmark question")
+    rl_mix: tuple[tuple[str, float], ...] = DEFAULT_RL_MIX
+    keep_trivial: bool = False
     command: str = ""
 
     @model_validator(mode="before")
@@ -98,6 +133,38 @@ class BuildConfig(BaseModel):
         if len(set(v)) != len(v):
             raise ValueError("a family is named twice")
         return v
+
+    @field_validator("rl_mix", mode="before")
+    @classmethod
+    def _parse_mix(cls, v: object) -> object:
+        # "easy=0.2,medium=0.4,hard=0.4" on the command line.
+        if isinstance(v, str):
+            pairs = []
+            for part in (p.strip() for p in v.split(",") if p.strip()):
+                name, sep, weight = part.partition("=")
+                try:
+                    pairs.append((name.strip(), float(weight)))
+                except ValueError:
+                    raise ValueError("write it as easy=0.2,medium=0.4,hard=0.4") from None
+                if not sep:
+                    raise ValueError("write it as easy=0.2,medium=0.4,hard=0.4")
+            return tuple(pairs)
+        if isinstance(v, dict):
+            return tuple(v.items())
+        return v
+
+    @field_validator("rl_mix")
+    @classmethod
+    def _valid_mix(cls, v: tuple[tuple[str, float], ...]) -> tuple[tuple[str, float], ...]:
+        names = [k for k, _ in v]
+        if not v or any(k not in ("easy", "medium", "hard") for k in names):
+            raise ValueError("name the difficulties easy, medium and hard, e.g. "
+                             "easy=0.2,medium=0.4,hard=0.4")
+        if len(set(names)) != len(names) or any(w < 0 for _, w in v) or not sum(
+                w for _, w in v):
+            raise ValueError("give each difficulty once, with weights ≥ 0 that are not all 0")
+        total = sum(w for _, w in v)
+        return tuple((k, round(w / total, 6)) for k, w in v)
 
     @field_validator("teacher")
     @classmethod
@@ -154,12 +221,38 @@ class BuildConfig(BaseModel):
         """The knobs handed to every family's ``make_scene``."""
         return {"max_side": self.max_side, "clutter": self.clutter}
 
-    def family_of(self, shard: int) -> tuple[str, int]:
-        """The family of shard ``shard`` and the shard's number within that family.
+    def splits(self) -> tuple[str, ...]:
+        """The splits this build makes."""
+        return SPLITS if self.split == "all" else (self.split,)
 
-        Families take turns shard by shard, so any prefix of the shards mixes them evenly.
+    def locate(self, shard: int) -> ShardPlace:
+        """The split, family and number of shard ``shard``.
+
+        With ``--split all`` the splits take turns (even shards SFT, odd RL); within a split the
+        families take turns, so any prefix of the shards mixes them evenly.
         """
-        return self.families[shard % len(self.families)], shard // len(self.families)
+        splits = self.splits()
+        split, local = splits[shard % len(splits)], shard // len(splits)
+        fams = self.families
+        return ShardPlace(split, fams[local % len(fams)], local // len(fams))
+
+    def shards_of(self, split: str, start: int = 0) -> Iterator[int]:
+        """The shard indices of ``split``, in order, from ``start`` on."""
+        splits = self.splits()
+        k = splits.index(split)
+        first = start + ((k - start) % len(splits))
+        return itertools.count(first, len(splits))
+
+    def family_of(self, shard: int) -> tuple[str, int]:
+        """The family of shard ``shard`` and the shard's number within that family."""
+        place = self.locate(shard)
+        return place.family, place.number
+
+    def dedup_rule(self) -> DedupRule:
+        """The duplicate rule the publish options give."""
+        from datagen.dedup import DedupRule
+
+        return DedupRule(self.dedup_radius, self.text_threshold, self.image_hash)
 
     @classmethod
     def from_options(cls, **options: object) -> BuildConfig:

@@ -1,23 +1,36 @@
-"""Publishing: dedup across shards, then a folder in Hub layout with a data card.
+"""Publishing: choose the rows (dedup, disjoint splits, decontamination, RL mix), then a folder
+in Hub layout with a data card.
 
-    OUT/README.md                      the card; its YAML ``configs:`` make
-                                       ``load_dataset(OUT, "sft")`` work
-    OUT/data/sft-00000-of-0000N.parquet  rows with embedded images
-    OUT/rejects.jsonl                  every rejected trajectory with its reason
-    OUT/stats.json                     the numbers of the card, for scripts
+    OUT/README.md                        the card; its YAML ``configs:`` make
+                                         ``load_dataset(OUT, "sft")`` / ``(OUT, "rl")`` work
+    OUT/data/sft-00000-of-0000N.parquet  SFT rows with embedded images
+    OUT/data/rl-00000-of-0000N.parquet   RL prompt rows (``--split rl`` or ``all``)
+    OUT/rejects.jsonl                    every rejected trajectory and every removed row, with why
+    OUT/stats.json                       the numbers of the card, for scripts
+    OUT/plots/*.png                      the card's plots
 
-The data folder is written beside the old one and swapped in, so a reader never sees a mix.
+Which rows: each split's rows in shard order; a row is removed when it duplicates an earlier
+kept row (``dedup``), when its image or question comes from a benchmark
+(``--decontaminate``), when it shares a scene or an image with another split or an earlier build
+(``--split all``, ``--exclude``), and, in the RL set, when a weak model always solved it. The SFT
+set takes the first ``n`` rows left; the RL set fills the ``--rl-mix`` quota of each difficulty
+in the same order (topped up from the others if the built shards cannot meet it).
+
+Rows are streamed shard by shard into the output files and checked by ``validate`` before the
+data folder is swapped in whole, so a reader never sees a mix and memory stays flat.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import statistics
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +43,28 @@ from huggingface_hub import DatasetCardData
 from datagen import GENERATOR_VERSION
 from datagen.atomic import public_mode, write_text
 from datagen.config import BuildConfig
-from datagen.dedup import Deduper
-from datagen.records import SFT_FEATURES
-from datagen.rows import sft_table
-from datagen.shards import ShardSummary, shard_files
+from datagen.decontaminate import (
+    Benchmark,
+    Excluded,
+    contaminated,
+    load_benchmark,
+    load_excluded,
+)
+from datagen.dedup import DUPLICATE_REASONS, DedupIndex, Signatures
+from datagen.errors import RunError
+from datagen.records import RL_FEATURES, SFT_FEATURES
+from datagen.rows import rl_table, sft_table
+from datagen.shards import ShardSummary, shard_files, shard_signatures, work_dir
 from datagen.templates import render
 
-__all__ = ["PublishReport", "count_publishable", "publish"]
+__all__ = ["REMOVAL_REASONS", "PublishReport", "check_sources", "count_publishable", "publish",
+           "shards_to_build"]
 
 ROWS_PER_FILE = 2000
+REMOVAL_REASONS = (*DUPLICATE_REASONS, "split_overlap", "contaminated", "trivial")
+# Shards with no single verified row (all rejected) must not top up forever.
+_MAX_SHARD_FACTOR = 4
+_EXPECTED_YIELD = 0.9  # share of a shard's tasks expected to become rows, before any is built
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,103 +72,317 @@ class PublishReport:
     """What was published and the numbers behind it."""
 
     out: Path
-    rows: int
+    rows: int  # over all splits
     files: list[str]
     stats: dict[str, Any]
+    by_split: dict[str, int] = field(default_factory=dict)
 
 
 Position = tuple[int, int]  # (shard index, row in shard)
 
 
-def _select(cfg: BuildConfig, shards: list[ShardSummary]) -> tuple[list[Position],
-                                                                   list[tuple[Position, str]]]:
-    """Rows to publish, in shard order, and the duplicates dropped on the way (with keys)."""
-    dedup = Deduper()
-    picked: list[Position] = []
-    dups: list[tuple[Position, str]] = []
+@dataclass(slots=True)
+class _Selection:
+    """One split's choice of rows."""
+
+    split: str
+    picked: list[Position]  # in shard order
+    strict: int  # rows picked within the RL mix's quotas (all of them for SFT)
+    removed: list[tuple[Position, str, str]]  # (row, reason, detail)
+    clean: int  # rows that no filter removed
+    mix_met: bool = True
+
+
+# --------------------------------------------------------------------------------------------
+# Choosing the rows
+
+
+def _dedup(cfg: BuildConfig, split: str, shards: list[ShardSummary]) -> dict[int, list[Any]]:
+    """Per shard, per row: None (kept) or its duplicate reason.
+
+    The index persists in ``OUT/.datagen/index/``; shards it has admitted before, in the same
+    order, are not admitted again, so a resumed or extended build only adds the new shards.
+    """
+    path = work_dir(cfg.out) / "index" / f"{split}.npz"
+    rule = cfg.dedup_rule()
+    order = [s.index for s in shards]
+    index, decisions = DedupIndex(rule), {}
+    loaded = DedupIndex.load(path, rule)
+    if loaded is not None:
+        old, meta = loaded
+        done = list(meta.get("shards", []))
+        if meta.get("content_key") == cfg.content_key() and order[:len(done)] == done:
+            index = old
+            decisions = {int(k): v for k, v in meta["decisions"].items()}
+    new = [s for s in shards if s.index not in decisions]
+    if new:
+        reasons = index.admit(Signatures.concat([shard_signatures(cfg, s.index) for s in new]))
+        start = 0
+        for s in new:
+            decisions[s.index] = reasons[start:start + s.kept]
+            start += s.kept
+        index.save(path, {"content_key": cfg.content_key(), "shards": order,
+                          "decisions": {str(k): decisions[k] for k in order}})
+    return decisions
+
+
+_benchmarks: dict[tuple[str, int], Benchmark] = {}
+_excluded: dict[str, tuple[float, Excluded]] = {}
+
+
+def _load_benchmarks(cfg: BuildConfig) -> list[Benchmark]:
+    """The benchmarks to decontaminate against (loaded once per process)."""
+    for source in cfg.decontaminate:
+        if (source, cfg.contam_ngram) not in _benchmarks:
+            _benchmarks[(source, cfg.contam_ngram)] = load_benchmark(source, cfg.contam_ngram)
+    return [_benchmarks[(s, cfg.contam_ngram)] for s in cfg.decontaminate]
+
+
+def _load_excluded(cfg: BuildConfig) -> Excluded:
+    """The scenes and images of the ``--exclude`` folders (re-read when they change)."""
+    union = Excluded()
+    for path in cfg.exclude:
+        data = path / "data"
+        stamp = data.stat().st_mtime if data.exists() else 0.0
+        key = str(path.resolve())
+        if key not in _excluded or _excluded[key][0] != stamp:
+            _excluded[key] = (stamp, load_excluded(path))
+        union.scenes |= _excluded[key][1].scenes
+        union.phash |= _excluded[key][1].phash
+    return union
+
+
+def check_sources(cfg: BuildConfig) -> None:
+    """Load the ``--decontaminate`` benchmarks and ``--exclude`` builds now, so that a bad one
+    is a usage error before any work is done (they stay loaded for publishing)."""
+    _load_benchmarks(cfg)
+    _load_excluded(cfg)
+
+
+def _questions(cfg: BuildConfig, s: ShardSummary) -> list[str]:
+    column = "question" if s.split == "sft" else "extra_info.question"
+    table = pq.read_table(shard_files(cfg, s.index)[0], columns=[column])
+    return [str(q) for q in table.column(0).to_pylist()]
+
+
+def _quotas(n: int, mix: Sequence[tuple[str, float]]) -> dict[str, int]:
+    """Rows per difficulty: ``n`` split by the weights, largest remainders rounded up."""
+    raw = {k: n * w for k, w in mix}
+    quotas = {k: math.floor(v) for k, v in raw.items()}
+    for k in sorted(raw, key=lambda k: raw[k] - quotas[k], reverse=True)[:n - sum(
+            quotas.values())]:
+        quotas[k] += 1
+    return quotas
+
+
+def _select_split(cfg: BuildConfig, split: str, shards: list[ShardSummary],
+                  excluded: Excluded, benchmarks: list[Benchmark]) -> _Selection:
+    decisions = _dedup(cfg, split, shards)
+    removed: list[tuple[Position, str, str]] = []
+    clean: list[tuple[Position, str]] = []  # row, difficulty
     for s in shards:
-        for i, key in enumerate(s.keys):
-            if len(picked) == cfg.n:
-                return picked, dups
-            if dedup.admit(key):
-                picked.append((s.index, i))
+        dup = decisions[s.index]
+        sigs = shard_signatures(cfg, s.index) if (excluded.scenes or benchmarks) else None
+        contam = (contaminated(sigs, _questions(cfg, s), benchmarks, cfg.dedup_radius,
+                               cfg.image_hash, cfg.contam_ngram)
+                  if sigs is not None and benchmarks else [None] * s.kept)
+        overlap = excluded.overlaps(sigs) if sigs is not None and excluded.scenes \
+            else [False] * s.kept
+        for i in range(s.kept):
+            pos = (s.index, i)
+            if dup[i]:
+                removed.append((pos, dup[i], "an earlier kept row is the same"))
+            elif contam[i]:
+                removed.append((pos, "contaminated", contam[i]))
+            elif overlap[i]:
+                removed.append((pos, "split_overlap", "its scene or image is in another split "
+                                "or an --exclude build"))
+            elif split == "rl" and s.trivial[i] and not cfg.keep_trivial:
+                removed.append((pos, "trivial", "the weak model always solved it"))
             else:
-                dups.append(((s.index, i), key))
-    return picked, dups
+                clean.append((pos, s.difficulties[i]))
+    if split == "sft":
+        picked = [pos for pos, _ in clean[:cfg.n]]
+        return _Selection(split, picked, len(picked), removed, len(clean))
+    quotas = _quotas(cfg.n, cfg.rl_mix)
+    taken: Counter[str] = Counter()
+    strict: list[Position] = []
+    rest: list[Position] = []
+    for pos, level in clean:
+        if taken[level] < quotas.get(level, 0):
+            taken[level] += 1
+            strict.append(pos)
+        else:
+            rest.append(pos)
+    picked = sorted(strict + rest[:cfg.n - len(strict)])
+    return _Selection(split, picked, len(strict), removed, len(clean),
+                      mix_met=len(strict) == cfg.n)
 
 
-def count_publishable(cfg: BuildConfig, shards: list[ShardSummary]) -> int:
-    """How many rows the finished shards would publish (at most ``cfg.n``)."""
-    return len(_select(cfg, shards)[0])
+def _select(cfg: BuildConfig, shards: Sequence[ShardSummary]) -> dict[str, _Selection]:
+    """Each split's rows, SFT first: with ``--split all`` the RL set avoids every SFT scene."""
+    ordered = sorted(shards, key=lambda s: s.index)
+    excluded = _load_excluded(cfg)
+    benchmarks = _load_benchmarks(cfg)
+    chosen: dict[str, _Selection] = {}
+    for split in cfg.splits():
+        mine = [s for s in ordered if s.split == split]
+        chosen[split] = _select_split(cfg, split, mine, excluded, benchmarks)
+        if split == "sft" and "rl" in cfg.splits():
+            excluded = Excluded(set(excluded.scenes), set(excluded.phash))
+            for s in mine:  # every SFT scene, published or not: the RL set never sees them
+                excluded.add(shard_signatures(cfg, s.index))
+    return chosen
+
+
+def count_publishable(cfg: BuildConfig, shards: Sequence[ShardSummary]) -> int:
+    """How many rows the finished shards would publish per split (the least over splits)."""
+    chosen = _select(cfg, shards)
+    return min(chosen[split].strict for split in cfg.splits())
+
+
+def _initial(cfg: BuildConfig) -> int:
+    return max(1, math.ceil(cfg.n / (_EXPECTED_YIELD * cfg.shard_size * cfg.questions_per_scene)))
+
+
+def shards_to_build(cfg: BuildConfig, done: Mapping[int, ShardSummary]) -> list[int]:
+    """The shard indices to build next so that every split can publish ``cfg.n`` rows.
+
+    Empty when the finished shards are enough, or when a split has built ``4 ×`` the shards it
+    was expected to need (its tasks mostly fail: publishing what there is beats looping).
+    """
+    chosen = _select(cfg, list(done.values())) if done else {}
+    todo: list[int] = []
+    for split in cfg.splits():
+        have = chosen[split].strict if split in chosen else 0
+        if have >= cfg.n:
+            continue
+        built = sum(1 for s in done.values() if s.split == split)
+        per_shard = have / built if built and have else (
+            _EXPECTED_YIELD * cfg.shard_size * cfg.questions_per_scene if not built else 1.0)
+        need = max(1, math.ceil((cfg.n - have) / max(per_shard, 1.0)))
+        room = _MAX_SHARD_FACTOR * _initial(cfg) - built
+        fresh = (i for i in cfg.shards_of(split) if i not in done)
+        todo += [next(fresh) for _ in range(max(0, min(need, room)))]
+    return sorted(todo)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing the folder
 
 
 def publish(cfg: BuildConfig, shards: list[ShardSummary],
             budget_spent: bool = False) -> PublishReport:
-    """Write the dataset folder from the finished ``shards`` (ordered by index).
+    """Write the dataset folder from the finished ``shards``.
 
     ``budget_spent`` says the build stopped at ``--max-cost``; the card and stats say so.
+    Raises ``RunError`` (and leaves the published folder as it was) if a row fails validation.
     """
     shards = sorted(shards, key=lambda s: s.index)
-    picked, dups = _select(cfg, shards)
-    by_shard: dict[int, list[int]] = {}
-    for shard, row in picked:
-        by_shard.setdefault(shard, []).append(row)
-    tables = [pq.read_table(shard_files(cfg, i)[0]).take(pa.array(rows, pa.int64()))
-              for i, rows in by_shard.items()]
-    # No rows (say --max-cost ran out in the first shard) still gives a file with the schema,
-    # so the card's ``configs`` point at data that loads, as an empty split.
-    table = pa.concat_tables(tables) if tables else sft_table([])
-
+    chosen = _select(cfg, shards)
     out = cfg.out
     staging = Path(tempfile.mkdtemp(prefix=".data-", dir=out))
     public_mode(staging, directory=True)
-    n_files = max(1, -(-len(picked) // ROWS_PER_FILE))
-    files = []
-    for k in range(n_files):
-        name = f"{cfg.split}-{k:05d}-of-{n_files:05d}.parquet"
-        _write_parquet(table.slice(k * ROWS_PER_FILE, ROWS_PER_FILE), staging / name)
-        files.append(f"data/{name}")
+    files: dict[str, list[str]] = {}
+    try:
+        for split, sel in chosen.items():
+            files[split] = _write_split(cfg, split, sel.picked, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     _swap_in(staging, out / "data")
 
-    rejects = _merge_rejects(cfg, shards, dups)
-    stats = _stats(cfg, shards, table, len(dups), rejects)
-    stats.update(_histograms(shards, picked))
+    by_index = {s.index: s for s in shards}
+    rejects = _merge_rejects(cfg, shards, chosen)
+    stats = _common_stats(cfg, shards, chosen)
+    for split, sel in chosen.items():
+        mine = [s for s in shards if s.split == split]
+        paths = [out / f for f in files[split]]
+        stats["splits"][split] = {
+            **(_sft_stats(cfg, mine, paths, rejects) if split == "sft"
+               else _rl_stats(cfg, mine, paths, sel)),
+            **_histograms(by_index, sel.picked),
+        }
     stats.update(_teacher_stats(cfg, shards, budget_spent))
-    stats.update(_weak_stats(cfg, shards, table, budget_spent))
+    stats.update(_weak_stats(cfg, shards, budget_spent))
     write_text(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True))
-    info_yaml = _dataset_info_yaml(cfg.split, table, [out / f for f in files])
-    write_text(out / "README.md", render("sft_card.md.j2", folder="data_cards", s=stats,
-                                         split=cfg.split, dataset_info=info_yaml) + "\n")
-    return PublishReport(out=out, rows=len(picked), files=files, stats=stats)
+    stats["plots"] = _plots(out, chosen)  # drawn from the folder, this stats.json included
+    write_text(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True))
+    info_yaml = _dataset_info_yaml({split: [out / f for f in files[split]] for split in chosen})
+    write_text(out / "README.md", render("card.md.j2", folder="data_cards", s=stats,
+                                         dataset_info=info_yaml) + "\n")
+    all_files = [f for split in chosen for f in files[split]]
+    counts = {split: len(sel.picked) for split, sel in chosen.items()}
+    return PublishReport(out=out, rows=sum(counts.values()), files=all_files, stats=stats,
+                         by_split=counts)
 
 
-def _write_parquet(table: pa.Table, path: Path) -> None:
-    """Write ``table``; with no rows, a file of its schema alone (no row group at all).
-
-    ``datasets`` takes its read batch size from the first row group, so a file holding one
-    empty row group fails to load ("BatchSize must be greater than 0"); none loads as empty.
-    """
-    if table.num_rows:
-        pq.write_table(table, path)
-    else:
-        pq.ParquetWriter(path, table.schema).close()
+def _grouped(picked: list[Position]) -> Iterator[tuple[int, list[int]]]:
+    """``picked`` as (shard, rows) runs, in order."""
+    by_shard: dict[int, list[int]] = {}
+    for shard, row in picked:
+        by_shard.setdefault(shard, []).append(row)
+    yield from by_shard.items()
 
 
-def _dataset_info_yaml(split: str, table: pa.Table, files: list[Path]) -> str:
-    """The card's ``dataset_info`` block: features, row count and sizes.
+def _write_split(cfg: BuildConfig, split: str, picked: list[Position],
+                 staging: Path) -> list[str]:
+    """Stream the picked rows, shard by shard, into ``ROWS_PER_FILE``-row files; validated."""
+    from datagen.validate import check_table
+
+    n_files = max(1, -(-len(picked) // ROWS_PER_FILE))
+    names = [f"{split}-{k:05d}-of-{n_files:05d}.parquet" for k in range(n_files)]
+    empty = sft_table([]) if split == "sft" else rl_table([])
+    writer: pq.ParquetWriter | None = None
+    written = 0
+    problems: list[str] = []
+    for shard, rows in _grouped(picked):
+        table = pq.read_table(shard_files(cfg, shard)[0]).take(pa.array(rows, pa.int64()))
+        problems += [f"shard {shard}: {p}" for p in check_table(table, split)][:5]
+        while table.num_rows:
+            k = written // ROWS_PER_FILE
+            room = (k + 1) * ROWS_PER_FILE - written
+            if writer is None:
+                writer = pq.ParquetWriter(staging / names[k], empty.schema)
+            writer.write_table(table.slice(0, room))
+            written += min(room, table.num_rows)
+            table = table.slice(room)
+            if written % ROWS_PER_FILE == 0:
+                writer.close()
+                writer = None
+    if writer is not None:
+        writer.close()
+    for name in names[written // ROWS_PER_FILE + (written % ROWS_PER_FILE > 0):]:
+        # No rows still gives a file with the schema alone, so the card's configs point at data
+        # that loads (``datasets`` fails on a file holding one empty row group).
+        pq.ParquetWriter(staging / name, empty.schema).close()
+    if problems:
+        raise RunError(f"{split} rows failed validation, nothing was published: "
+                       + "; ".join(problems[:5]))
+    return [f"data/{name}" for name in names]
+
+
+def _dataset_info_yaml(files: dict[str, list[Path]]) -> str:
+    """The card's ``dataset_info`` block: features, row count and sizes, per config.
 
     Besides telling the Hub viewer the schema, it makes ``load_dataset`` notice a rebuild: its
     cache key for a local folder hashes this block, not the parquet files, so without it a
     rebuilt folder would load the previous build's rows from the cache.
     """
-    splits = SplitDict()
-    num_bytes = table.nbytes
-    splits.add(SplitInfo(name="train", num_bytes=num_bytes, num_examples=table.num_rows))
-    info = DatasetInfo(features=SFT_FEATURES, splits=splits, config_name=split,
-                       download_size=sum(f.stat().st_size for f in files if f.exists()),
-                       dataset_size=num_bytes)
+    infos = {}
+    for split, paths in files.items():
+        metas = [pq.ParquetFile(p).metadata for p in paths]
+        rows = sum(m.num_rows for m in metas)
+        num_bytes = sum(m.row_group(g).total_byte_size for m in metas
+                        for g in range(m.num_row_groups))
+        splits = SplitDict()
+        splits.add(SplitInfo(name="train", num_bytes=num_bytes, num_examples=rows))
+        infos[split] = DatasetInfo(
+            features=SFT_FEATURES if split == "sft" else RL_FEATURES, splits=splits,
+            config_name=split, download_size=sum(p.stat().st_size for p in paths),
+            dataset_size=num_bytes)
     card_data = DatasetCardData()
-    DatasetInfosDict({split: info}).to_dataset_card_data(card_data)
+    DatasetInfosDict(infos).to_dataset_card_data(card_data)
     return card_data.to_yaml()
 
 
@@ -157,22 +397,44 @@ def _swap_in(staging: Path, target: Path) -> None:
 
 
 def _merge_rejects(cfg: BuildConfig, shards: list[ShardSummary],
-                   dups: list[tuple[Position, str]]) -> Counter[str]:
-    """Concatenate the shards' rejects, plus one record per duplicate dropped here."""
+                   chosen: dict[str, _Selection]) -> Counter[str]:
+    """The shards' rejected trajectories, plus one record per row removed here."""
     reasons: Counter[str] = Counter()
     lines: list[str] = []
     for s in shards:
         text = shard_files(cfg, s.index)[1].read_text()
         lines.extend(ln for ln in text.splitlines() if ln)
-        reasons.update({r: n for r, n in s.reasons.items() if r != "verified"})
-    for (shard, row), key in dups:
-        lines.append(json.dumps({"reason": "duplicate", "shard": shard, "row": row, "key": key},
-                                sort_keys=True))
-    if dups:
-        reasons["duplicate"] += len(dups)
+        reasons.update({r: n for r, n in s.reasons.items() if r not in ("verified", "posed")})
+    for split, sel in chosen.items():
+        ids: dict[int, list[str]] = {}
+        for (shard, row), reason, detail in sel.removed:
+            if shard not in ids:
+                path = shard_files(cfg, shard)[0]
+                ids[shard] = [str(x) for x in pq.read_table(path, columns=["id"]).column(0)
+                              .to_pylist()]
+            lines.append(json.dumps({"reason": reason, "split": split, "shard": shard,
+                                     "row": row, "id": ids[shard][row], "detail": detail},
+                                    sort_keys=True))
     write_text(cfg.out / "rejects.jsonl", "".join(ln + "\n" for ln in lines))
     return reasons
 
+
+def _plots(out: Path, chosen: dict[str, _Selection]) -> list[str]:
+    """The card's plots, drawn from the published folder."""
+    from datagen.plots import write_plots
+
+    folder = out / "plots"
+    if folder.exists():
+        shutil.rmtree(folder)
+    paths: list[Path] = []
+    for split, sel in chosen.items():
+        if sel.picked:
+            paths += write_plots(out, folder, split)
+    return [p.relative_to(out).as_posix() for p in paths]
+
+
+# --------------------------------------------------------------------------------------------
+# Numbers
 
 _SIDE_BINS = ((1024, "≤1024"), (2048, "1025–2048"), (3072, "2049–3072"), (4096, "3073–4096"))
 _AREA_BINS = ((0.0003, "<0.03 %"), (0.001, "0.03–0.1 %"), (0.003, "0.1–0.3 %"), (1.0, "≥0.3 %"))
@@ -182,9 +444,8 @@ def _bin(value: float, bins: tuple[tuple[float, str], ...], last: str) -> str:
     return next((label for edge, label in bins if value <= edge), last)
 
 
-def _histograms(shards: list[ShardSummary], picked: list[Position]) -> dict[str, Any]:
+def _histograms(by_index: dict[int, ShardSummary], picked: list[Position]) -> dict[str, Any]:
     """Image long side and target area of the published rows, binned for the card."""
-    by_index = {s.index: s for s in shards}
     sides: Counter[str] = Counter()
     areas: Counter[str] = Counter()
     for shard, row in picked:
@@ -197,10 +458,99 @@ def _histograms(shards: list[ShardSummary], picked: list[Position]) -> dict[str,
             "by_target_area": {label: areas[label] for _, label in _AREA_BINS if areas[label]}}
 
 
+def _columns(paths: list[Path], names: list[str]) -> dict[str, list[Any]]:
+    """Columns (dotted names reach into structs) of the published files, without the images."""
+    cols: dict[str, list[Any]] = {n.split(".")[-1]: [] for n in names}
+    for p in paths:
+        table = pq.read_table(p, columns=names)
+        for name, column in zip(cols, table.columns, strict=True):
+            cols[name] += column.to_pylist()
+    return cols
+
+
+def _mix_counts(cols: dict[str, list[Any]]) -> dict[str, Any]:
+    kinds = Counter(".".join(t.split(".")[:2]) for t in cols["task_type"])
+    return {
+        "rows": len(cols["task_type"]),
+        "by_task_type": dict(sorted(Counter(cols["task_type"]).items())),
+        "by_family": dict(sorted(Counter(t.split(".")[0] for t in cols["task_type"]).items())),
+        "by_kind": dict(sorted(kinds.items())),
+        "by_difficulty": {d: n for d in ("easy", "medium", "hard")
+                          if (n := Counter(cols["difficulty"])[d])},
+        "by_answer_type": dict(sorted(Counter(cols["answer_type"]).items())),
+    }
+
+
+def _sft_stats(cfg: BuildConfig, shards: list[ShardSummary], paths: list[Path],
+               reasons: Counter[str]) -> dict[str, Any]:
+    cols = _columns(paths, ["task_type", "difficulty", "style", "answer_type",
+                            "weak_pass_rate", "trivial"])
+    tasks = sum(s.tasks for s in shards)
+    verified = sum(s.kept for s in shards)
+    cells = [c for s in shards for c in s.cell_seconds]
+    rates = Counter(f"{r:.2f}" for r in cols["weak_pass_rate"] if r is not None)
+    return {
+        **_mix_counts(cols),
+        "requested": cfg.n,
+        "scenes": sum(s.scenes for s in shards),
+        "tasks": tasks,
+        "verified": verified,
+        "acceptance_rate": round(verified / tasks, 4) if tasks else 0.0,
+        "reject_reasons": dict(sorted(reasons.items())),
+        "by_style": dict(sorted(Counter(cols["style"]).items())),
+        "median_cell_seconds": round(statistics.median(cells), 4) if cells else None,
+        "trivial_rows": sum(cols["trivial"]),
+        "by_weak_pass_rate": dict(sorted(rates.items())),
+    }
+
+
+def _rl_stats(cfg: BuildConfig, shards: list[ShardSummary], paths: list[Path],
+              sel: _Selection) -> dict[str, Any]:
+    cols = _columns(paths, ["extra_info.task_type", "extra_info.difficulty",
+                            "extra_info.answer_type", "trivial"])
+    return {
+        **_mix_counts(cols),
+        "requested": cfg.n,
+        "scenes": sum(s.scenes for s in shards),
+        "tasks": sum(s.tasks for s in shards),
+        "mix": dict(cfg.rl_mix),
+        "mix_met": sel.mix_met,
+        "trivial_rows": sum(cols["trivial"]),
+        "keep_trivial": cfg.keep_trivial,
+    }
+
+
+def _common_stats(cfg: BuildConfig, shards: list[ShardSummary],
+                  chosen: dict[str, _Selection]) -> dict[str, Any]:
+    removed = Counter(reason for sel in chosen.values() for _, reason, _ in sel.removed)
+    by_split = {split: dict(sorted(Counter(r for _, r, _ in sel.removed).items()))
+                for split, sel in chosen.items()}
+    sft = [s for s in shards if s.split == "sft"]
+    return {
+        "split": cfg.split,
+        "families": list(cfg.families),
+        "teacher": cfg.teacher,
+        "seed": cfg.seed,
+        "shards": len(shards),
+        "content_key": cfg.content_key(),
+        "generator_version": GENERATOR_VERSION,
+        "command": cfg.command,
+        "sandbox_mode": sft[0].sandbox_mode if sft else "none",
+        "removed": {reason: removed[reason] for reason in REMOVAL_REASONS},
+        "removed_by_split": by_split,
+        "dedup": {"rule": cfg.dedup_rule().key(), "radius": cfg.dedup_radius,
+                  "text_threshold": cfg.text_threshold, "image_hash": cfg.image_hash},
+        "decontaminate": [{"source": b.name, "items": b.items} for b in _load_benchmarks(cfg)],
+        "contam_ngram": cfg.contam_ngram,
+        "exclude": [str(p) for p in cfg.exclude],
+        "splits": {},
+    }
+
+
 def _teacher_stats(cfg: BuildConfig, shards: list[ShardSummary],
                    budget_spent: bool) -> dict[str, Any]:
     """The LLM teacher's numbers: model, tries, calls, tokens and what they cost."""
-    if cfg.teacher == "scripted":
+    if cfg.teacher == "scripted" or "sft" not in cfg.splits():
         return {"llm": None}
     from datagen.teachers.chat_api import public_url
 
@@ -232,22 +582,14 @@ def _usage(shards: list[ShardSummary], fields: dict[str, str]) -> dict[str, Any]
     return totals
 
 
-def _weak_stats(cfg: BuildConfig, shards: list[ShardSummary], table: pa.Table,
-                budget_spent: bool) -> dict[str, Any]:
-    """Weak-to-strong difficulty: trivial rows, the pass-rate histogram, the weak model's calls.
-
-    The histogram counts published rows by pass rate (``0.5`` = half the samples right).
-    """
-    cols = table.select(["weak_pass_rate", "trivial"]).to_pydict()
-    rates = Counter(f"{r:.2f}" for r in cols["weak_pass_rate"] if r is not None)
-    stats: dict[str, Any] = {"trivial_rows": sum(cols["trivial"]),
-                             "by_weak_pass_rate": dict(sorted(rates.items()))}
+def _weak_stats(cfg: BuildConfig, shards: list[ShardSummary], budget_spent: bool) -> dict[str, Any]:
+    """The weak model's calls and thresholds (difficulty labels; see ``teachers.weak``)."""
     if not cfg.weak_model:
-        return {**stats, "weak": None}
+        return {"weak": None}
     from datagen.teachers.chat_api import public_url
     from datagen.teachers.weak import EASY_AT, MEDIUM_AT
 
-    return {**stats, "weak": {
+    return {"weak": {
         "model": cfg.weak_model,
         "endpoint": public_url(cfg.weak_base_url or cfg.base_url),
         "samples": cfg.weak_samples,
@@ -257,40 +599,3 @@ def _weak_stats(cfg: BuildConfig, shards: list[ShardSummary], table: pa.Table,
         "max_cost": cfg.max_cost or None,
         "budget_spent": budget_spent,
     }}
-
-
-def _stats(cfg: BuildConfig, shards: list[ShardSummary], table: pa.Table, dups: int,
-           reasons: Counter[str]) -> dict[str, Any]:
-    cols = table.select(["task_type", "difficulty", "style", "answer_type"]).to_pydict()
-    tasks = sum(s.tasks for s in shards)
-    verified = sum(s.kept for s in shards)
-    cells = [c for s in shards for c in s.cell_seconds]
-    kinds = Counter(".".join(t.split(".")[:2]) for t in cols["task_type"])
-    families = Counter(t.split(".")[0] for t in cols["task_type"])
-    return {
-        "split": cfg.split,
-        "families": list(cfg.families),
-        "rows": len(cols["task_type"]),
-        "requested": cfg.n,
-        "scenes": sum(s.scenes for s in shards),
-        "tasks": tasks,
-        "verified": verified,
-        "acceptance_rate": round(verified / tasks, 4) if tasks else 0.0,
-        "duplicates": dups,
-        "reject_reasons": dict(sorted(reasons.items())),
-        "by_task_type": dict(sorted(Counter(cols["task_type"]).items())),
-        "by_family": dict(sorted(families.items())),
-        "by_kind": dict(sorted(kinds.items())),
-        "by_difficulty": {d: n for d in ("easy", "medium", "hard")
-                          if (n := Counter(cols["difficulty"])[d])},
-        "by_style": dict(sorted(Counter(cols["style"]).items())),
-        "by_answer_type": dict(sorted(Counter(cols["answer_type"]).items())),
-        "median_cell_seconds": round(statistics.median(cells), 4) if cells else None,
-        "sandbox_mode": shards[0].sandbox_mode if shards else "none",
-        "teacher": cfg.teacher,
-        "seed": cfg.seed,
-        "shards": len(shards),
-        "content_key": cfg.content_key(),
-        "generator_version": GENERATOR_VERSION,
-        "command": cfg.command,
-    }

@@ -2,7 +2,9 @@
 
 Scene → Task → Trajectory flow through the pipeline as plain slotted dataclasses; only at the end
 are they turned into SFT rows (``sft_row``) whose schema is ``SFT_FEATURES``, identical on every
-shard so that parquet files concatenate and trainers read one schema.
+shard so that parquet files concatenate and trainers read one schema. RL prompt rows
+(``rows.rl_row``) have ``RL_FEATURES``: the columns upstream verl's ``RLHFDataset`` and its tool
+agent loop read, plus our metadata.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "Step",
     "Turn",
     "Trajectory",
+    "RL_FEATURES",
     "SFT_FEATURES",
     "stable_id",
 ]
@@ -137,6 +140,50 @@ SFT_FEATURES = datasets.Features(
         "generator_version": datasets.Value("string"),
         # Weak-to-strong difficulty: the weak model's pass rate (None without --weak-model);
         # trivial when it always solved the task.
+        "weak_pass_rate": datasets.Value("float64"),
+        "trivial": datasets.Value("bool"),
+    }
+)
+
+# verl reads data_source, prompt, images, ability, reward_model, agent_name and extra_info; a
+# struct field missing on some shard reads back as None and breaks rollouts, so extra_info has
+# one fixed schema. verl writes num_turns and rollout_reward_scores itself: never use them here.
+RL_FEATURES = datasets.Features(
+    {
+        "data_source": datasets.Value("string"),
+        "prompt": datasets.List(_MESSAGE),
+        "images": datasets.List(datasets.Image()),
+        "ability": datasets.Value("string"),
+        "reward_model": {
+            "style": datasets.Value("string"),
+            "ground_truth": datasets.Value("string"),
+        },
+        "agent_name": datasets.Value("string"),
+        "extra_info": {
+            "index": datasets.Value("int64"),
+            "split": datasets.Value("string"),
+            "question": datasets.Value("string"),
+            "answer": datasets.Value("string"),
+            "answer_type": datasets.Value("string"),
+            "tolerance": datasets.Value("float64"),
+            "difficulty": datasets.Value("string"),
+            "family": datasets.Value("string"),
+            "task_type": datasets.Value("string"),
+            "need_tools_kwargs": datasets.Value("bool"),
+            # An Image feature is stored as {bytes, path}; datasets hands the tool a PIL image.
+            "tools_kwargs": {
+                "execute_python_code": {
+                    "create_kwargs": {"image": datasets.Image()},
+                },
+            },
+        },
+        # Our metadata, outside verl's keys.
+        "id": datasets.Value("string"),
+        "scene_id": datasets.Value("string"),
+        "kind": datasets.Value("string"),
+        "ops": datasets.List(datasets.Value("string")),
+        "seed": datasets.Value("int64"),
+        "generator_version": datasets.Value("string"),
         "weak_pass_rate": datasets.Value("float64"),
         "trivial": datasets.Value("bool"),
     }

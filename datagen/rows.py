@@ -1,4 +1,4 @@
-"""Turning trajectories into records: a published SFT row, or a reject with its reason."""
+"""Turning tasks and trajectories into records: a published SFT or RL row, or a reject."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import datasets
 import pyarrow as pa
 
 from datagen import GENERATOR_VERSION
-from datagen.messages import sft_messages
-from datagen.records import SFT_FEATURES, Trajectory
+from datagen.messages import sft_messages, system_prompt, user_text
+from datagen.records import RL_FEATURES, SFT_FEATURES, Task, Trajectory
 from datagen.verify import Verdict, matcher_name
 
-__all__ = ["reject_record", "sft_row", "sft_table"]
+__all__ = ["reject_record", "rl_row", "rl_table", "sft_row", "sft_table"]
 
 
 def _cells(traj: Trajectory) -> list[dict[str, str | None]]:
@@ -60,6 +60,55 @@ def sft_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     """
     columns = {k: [r[k] for r in rows] for k in SFT_FEATURES}
     return datasets.Dataset.from_dict(columns, features=SFT_FEATURES).data.table
+
+
+def rl_row(task: Task, index: int, split: str = "train", weak_pass_rate: float | None = None,
+           difficulty: str | None = None) -> dict[str, Any]:
+    """The RL prompt row of a task (schema: ``records.RL_FEATURES``), as upstream verl loads it.
+
+    ``index`` is the row's number in its split (verl groups rollouts and logs by it); the prompt
+    is the same system message and user turn as the SFT rows, so a model sees one format.
+    ``weak_pass_rate`` / ``difficulty`` as in ``sft_row``.
+    """
+    image = {"bytes": task.scene.image, "path": None}
+    level = difficulty or task.difficulty
+    return {
+        "data_source": f"datagen/{task.scene.family}",
+        "prompt": [{"role": "system", "content": system_prompt()},
+                   {"role": "user", "content": user_text(task.question)}],
+        "images": [image],
+        "ability": task.scene.family,
+        "reward_model": {"style": "rule", "ground_truth": task.answer},
+        "agent_name": "tool_agent",
+        "extra_info": {
+            "index": index,
+            "split": split,
+            "question": task.question,
+            "answer": task.answer,
+            "answer_type": task.answer_type,
+            "tolerance": float(task.tolerance),
+            "difficulty": level,
+            "family": task.scene.family,
+            "task_type": task.task_type,
+            "need_tools_kwargs": True,
+            "tools_kwargs": {"execute_python_code": {"create_kwargs": {"image": image}}},
+        },
+        "id": task.id,
+        "scene_id": task.scene.id,
+        "kind": task.scene.kind,
+        "ops": list(task.ops),
+        "seed": task.scene.seed,
+        "generator_version": GENERATOR_VERSION,
+        "weak_pass_rate": weak_pass_rate,
+        "trivial": weak_pass_rate == 1.0,
+    }
+
+
+def rl_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
+    """The RL rows as an arrow table with ``RL_FEATURES`` in its schema metadata (see
+    ``sft_table``)."""
+    columns = {k: [r[k] for r in rows] for k in RL_FEATURES}
+    return datasets.Dataset.from_dict(columns, features=RL_FEATURES).data.table
 
 
 def reject_record(traj: Trajectory, verdict: Verdict) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """Shards: the unit of work, caching and resume.
 
-A shard is ``shard_size`` consecutive scenes of one run. ``run_shard`` makes its scenes, poses
-the questions, rolls out and verifies every task, and writes three files under
-``OUT/.datagen/shards/``: the verified rows (parquet), the rejects (JSON lines) and, last, a
-marker (JSON) with the dedup keys and counts. Each write is atomic and the marker is written only
-after the data, so a shard with a marker is complete and a crashed run resumes by skipping it.
+A shard is ``shard_size`` consecutive scenes of one split and family. ``run_shard`` makes its
+scenes and poses the questions; for the SFT split it rolls out and verifies every task, for the
+RL split the posed tasks are the prompts. It writes four files under ``OUT/.datagen/shards/``:
+the rows (parquet), the rejects (JSON lines), the rows' dedup signatures (``.sig.npz``) and,
+last, a marker (JSON) with the counts. Each write is atomic and the marker is written only after
+the data, so a shard with a marker is complete and a crashed run resumes by skipping it.
 The same config and index always give byte-identical row files (for an LLM teacher: given its
 response cache).
 
@@ -36,18 +37,19 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from datagen.atomic import atomic_path, write_text
-from datagen.config import BuildConfig
-from datagen.dedup import image_phash, row_key
+from datagen.config import RL_SCENE_BASE, BuildConfig
+from datagen.dedup import Signatures, signatures
 from datagen.errors import OutputExistsError, UsageError
 from datagen.records import Task, Trajectory
 from datagen.rollout import rollout
-from datagen.rows import reject_record, sft_row, sft_table
+from datagen.rows import reject_record, rl_row, rl_table, sft_row, sft_table
 from datagen.sandbox import Sandbox
 from datagen.scenes import get_family
 from datagen.teachers import SamplingTeacher, Teacher, Usage, get_teacher
 from datagen.verify import Verdict, verify_trajectory
 
-__all__ = ["ShardSummary", "completed_shards", "prepare_output", "run_shard", "shard_dir"]
+__all__ = ["ShardSummary", "completed_shards", "prepare_output", "run_shard", "shard_dir",
+           "shard_files", "shard_signatures"]
 
 _MANIFEST = "manifest.json"
 
@@ -58,10 +60,13 @@ class ShardSummary:
 
     index: int
     content_key: str
+    split: str
     scenes: int
     tasks: int
     kept: int
-    keys: list[str]
+    # Per kept row: its difficulty, and whether a weak model always solved it.
+    difficulties: list[str]
+    trivial: list[bool]
     # Per kept row, for the card's histograms: the image's long side, the target's area share.
     sides: list[int]
     target_areas: list[float | None]
@@ -95,10 +100,10 @@ def shard_dir(out: Path) -> Path:
     return work_dir(out) / "shards"
 
 
-def _paths(cfg: BuildConfig, index: int) -> tuple[Path, Path, Path]:
-    base = shard_dir(cfg.out) / f"{cfg.split}-{index:05d}"
+def _paths(cfg: BuildConfig, index: int) -> tuple[Path, Path, Path, Path]:
+    base = shard_dir(cfg.out) / f"{cfg.locate(index).split}-{index:05d}"
     return base.with_suffix(".parquet"), base.with_suffix(".rejects.jsonl"), \
-        base.with_suffix(".done.json")
+        base.with_suffix(".sig.npz"), base.with_suffix(".done.json")
 
 
 def prepare_output(cfg: BuildConfig, overwrite: bool, resume: bool) -> None:
@@ -151,8 +156,11 @@ def prepare_output(cfg: BuildConfig, overwrite: bool, resume: bool) -> None:
 def completed_shards(cfg: BuildConfig) -> dict[int, ShardSummary]:
     """The finished shards of this build, by index."""
     done: dict[int, ShardSummary] = {}
-    for marker in sorted(shard_dir(cfg.out).glob(f"{cfg.split}-*.done.json")):
-        summary = ShardSummary(**json.loads(marker.read_text()))
+    for marker in sorted(shard_dir(cfg.out).glob("*-*.done.json")):
+        try:
+            summary = ShardSummary(**json.loads(marker.read_text()))
+        except (TypeError, ValueError):
+            continue  # a marker of another generator version: its shard is built again
         if summary.content_key == cfg.content_key():
             done[summary.index] = summary
     return done
@@ -218,57 +226,35 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None) -> S
     Raises ``BudgetSpent`` (nothing written) when ``--max-cost`` runs out during the shard.
     """
     started = time.perf_counter()
-    family_name, local = cfg.family_of(index)
-    family = get_family(family_name)
-    teacher = teacher or get_teacher(cfg.teacher, cfg)
-    sampling = isinstance(teacher, SamplingTeacher)
-    usage_before = teacher.usage() if isinstance(teacher, SamplingTeacher) else Usage()
-    rows: list[dict[str, Any]] = []
-    rejects: list[dict[str, Any]] = []
-    keys: list[str] = []
-    sides: list[int] = []
-    areas: list[float | None] = []
-    reasons: Counter[str] = Counter()
-    styles: Counter[str] = Counter()
-    cell_seconds: list[float] = []
-    first = local * cfg.shard_size
-    sandbox = _process_sandbox(cfg.cell_timeout)
-    posed: list[tuple[Task, str, int]] = []  # task, image phash, image long side
+    place = cfg.locate(index)
+    family = get_family(place.family)
+    posed: list[tuple[Task, int]] = []  # task, image long side
+    first = place.number * cfg.shard_size + (RL_SCENE_BASE if place.split == "rl" else 0)
     for scene_index in range(first, first + cfg.shard_size):
         scene = family.make_scene(scene_index, cfg.seed, cfg.scene_options())
-        phash = image_phash(scene.image)
         with Image.open(io.BytesIO(scene.image)) as im:
             side = max(im.size)
-        posed += [(task, phash, side) for task in family.pose(scene, cfg.questions_per_scene)]
+        posed += [(task, side) for task in family.pose(scene, cfg.questions_per_scene)]
     labels, weak_usage = _weak_labels(cfg, [p[0] for p in posed])
-    solved = _ordered_map(lambda p: _solve(cfg, p[0], teacher, sandbox), posed,
-                          cfg.concurrency if sampling else 1)
-    for (task, phash, side), tries, weak in zip(posed, solved, labels, strict=True):
-        for attempt, (traj, verdict) in enumerate(tries):
-            cell_seconds += [t.result.seconds for t in traj.turns if t.result is not None]
-            reasons[verdict.reason] += 1
-            if verdict.kept:
-                styles[traj.style] += 1
-                rows.append(sft_row(traj, verdict, *weak))
-                keys.append(row_key(phash, task.question, task.answer))
-                sides.append(side)
-                areas.append(task.scene.spec.get("target_area"))
-            else:
-                rejects.append({**reject_record(traj, verdict), "attempt": attempt})
-    usage = teacher.usage().minus(usage_before) if isinstance(teacher, SamplingTeacher) \
-        else Usage()
-    mode = sandbox.mode
-    rows_path, rejects_path, marker_path = _paths(cfg, index)
+    if place.split == "rl":
+        built = _rl_rows(cfg, index, posed, labels)
+    else:
+        built = _sft_rows(cfg, posed, labels, teacher or get_teacher(cfg.teacher, cfg))
+    rows_path, rejects_path, sig_path, marker_path = _paths(cfg, index)
     with atomic_path(rows_path) as tmp:
-        pq.write_table(sft_table(rows), tmp)
-    write_text(rejects_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects))
+        pq.write_table(built.table, tmp)
+    write_text(rejects_path, "".join(json.dumps(r, sort_keys=True) + "\n"
+                                     for r in built.rejects))
+    signatures(built.kept).save(sig_path)
+    usage = built.usage
     summary = ShardSummary(
-        index=index, content_key=cfg.content_key(), scenes=cfg.shard_size, tasks=len(posed),
-        kept=len(rows), keys=keys, sides=sides, target_areas=areas, reasons=dict(reasons),
-        styles=dict(styles),
-        seconds=round(time.perf_counter() - started, 3), sandbox_mode=mode,
-        cell_seconds=[round(s, 4) for s in cell_seconds],
-        attempts=sum(len(tries) for tries in solved), api_calls=usage.calls,
+        index=index, content_key=cfg.content_key(), split=place.split, scenes=cfg.shard_size,
+        tasks=len(posed), kept=len(built.kept), difficulties=built.difficulties,
+        trivial=built.trivial, sides=built.sides, target_areas=built.areas,
+        reasons=dict(built.reasons), styles=dict(built.styles),
+        seconds=round(time.perf_counter() - started, 3), sandbox_mode=built.sandbox_mode,
+        cell_seconds=[round(s, 4) for s in built.cell_seconds],
+        attempts=built.attempts, api_calls=usage.calls,
         cached_calls=usage.cached_calls, prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens, cost_usd=round(usage.cost_usd, 6),
         weak_calls=weak_usage.calls, weak_cached_calls=weak_usage.cached_calls,
@@ -280,7 +266,80 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None) -> S
     return summary
 
 
+@dataclass(slots=True)
+class _Built:
+    """What a shard made, before it is written."""
+
+    table: Any
+    kept: list[tuple[bytes, str, str, str]] = field(default_factory=list)  # for signatures
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    difficulties: list[str] = field(default_factory=list)
+    trivial: list[bool] = field(default_factory=list)
+    sides: list[int] = field(default_factory=list)
+    areas: list[float | None] = field(default_factory=list)
+    reasons: Counter[str] = field(default_factory=Counter)
+    styles: Counter[str] = field(default_factory=Counter)
+    cell_seconds: list[float] = field(default_factory=list)
+    attempts: int = 0
+    usage: Usage = field(default_factory=Usage)
+    sandbox_mode: str = "none"
+
+    def keep(self, task: Task, side: int, difficulty: str, trivial: bool) -> None:
+        self.kept.append((task.scene.image, task.question, task.answer, task.scene.id))
+        self.difficulties.append(difficulty)
+        self.trivial.append(trivial)
+        self.sides.append(side)
+        self.areas.append(task.scene.spec.get("target_area"))
+
+
+def _sft_rows(cfg: BuildConfig, posed: list[tuple[Task, int]], labels: list[Weak],
+              teacher: Teacher) -> _Built:
+    """Roll out and verify every task; verified ones become SFT rows."""
+    sampling = isinstance(teacher, SamplingTeacher)
+    usage_before = teacher.usage() if isinstance(teacher, SamplingTeacher) else Usage()
+    sandbox = _process_sandbox(cfg.cell_timeout)
+    solved = _ordered_map(lambda p: _solve(cfg, p[0], teacher, sandbox), posed,
+                          cfg.concurrency if sampling else 1)
+    rows: list[dict[str, Any]] = []
+    built = _Built(table=None, attempts=sum(len(tries) for tries in solved),
+                   sandbox_mode=sandbox.mode)
+    for (task, side), tries, weak in zip(posed, solved, labels, strict=True):
+        for attempt, (traj, verdict) in enumerate(tries):
+            built.cell_seconds += [t.result.seconds for t in traj.turns if t.result is not None]
+            built.reasons[verdict.reason] += 1
+            if verdict.kept:
+                built.styles[traj.style] += 1
+                row = sft_row(traj, verdict, *weak)
+                rows.append(row)
+                built.keep(task, side, row["difficulty"], row["trivial"])
+            else:
+                built.rejects.append({**reject_record(traj, verdict), "attempt": attempt,
+                                      "split": "sft"})
+    if isinstance(teacher, SamplingTeacher):
+        built.usage = teacher.usage().minus(usage_before)
+    built.table = sft_table(rows)
+    return built
+
+
+def _rl_rows(cfg: BuildConfig, index: int, posed: list[tuple[Task, int]],
+             labels: list[Weak]) -> _Built:
+    """Every posed task is an RL prompt; its gold answer is exact by construction."""
+    per_shard = cfg.shard_size * cfg.questions_per_scene
+    first = (index // len(cfg.splits())) * per_shard  # the row's number within the RL split
+    rows = [rl_row(task, first + i, "train", *weak)
+            for i, ((task, _), weak) in enumerate(zip(posed, labels, strict=True))]
+    built = _Built(table=rl_table(rows), reasons=Counter({"posed": len(rows)}))
+    for (task, side), row, (rate, _) in zip(posed, rows, labels, strict=True):
+        built.keep(task, side, row["extra_info"]["difficulty"], rate == 1.0)
+    return built
+
+
+def shard_signatures(cfg: BuildConfig, index: int) -> Signatures:
+    """The dedup signatures of the rows of a finished shard."""
+    return Signatures.load(_paths(cfg, index)[2])
+
+
 def shard_files(cfg: BuildConfig, index: int) -> tuple[Path, Path]:
     """The rows file and rejects file of a finished shard."""
-    rows_path, rejects_path, _ = _paths(cfg, index)
+    rows_path, rejects_path, _, _ = _paths(cfg, index)
     return rows_path, rejects_path

@@ -21,7 +21,7 @@ def datagen(*args: str, env: dict[str, str] | None = None,
     (["--family", "maps"], "unknown family 'maps'"),
     (["--n", "0"], "--n: must be a positive whole number"),
     (["--n", "-3"], "--n: must be a positive whole number"),
-    (["--split", "eval"], "--split 'eval'"),
+    (["--split", "eval"], "--split"),
     (["--teacher", "oracle"], "unknown teacher 'oracle'"),
     (["--resume", "--overwrite"], "exclude each other"),
 ])
@@ -74,3 +74,17 @@ def test_build_end_to_end_then_resume(tmp_path: Path) -> None:
     again = {p: p.stat().st_mtime_ns for p in (out / ".datagen" / "shards").glob("*.done.json")}
     assert again == markers  # no shard was rebuilt
     assert (out / "data" / "sft-00000-of-00001.parquet").read_bytes() == first
+
+
+@pytest.mark.parametrize(("repo", "message"), [
+    ("org/name", "no Hugging Face token"),
+    ("not a repo", "--push 'not a repo': give a dataset repo id as ORG/NAME"),
+])
+def test_push_without_a_token_fails_before_any_work(tmp_path: Path, repo: str,
+                                                    message: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
+    out = tmp_path / "out"
+    res = datagen("build", "--out", str(out), "--push", repo, env=env)
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and not out.exists()

@@ -14,7 +14,7 @@ import yaml
 from datagen.config import BuildConfig
 from datagen.publish import publish
 from datagen.records import SFT_FEATURES
-from datagen.shards import ShardSummary, prepare_output, run_shard, shard_files
+from datagen.shards import ShardSummary, prepare_output, run_shard, shard_dir, shard_files
 
 
 def _build(tmp_path: Path, n: int) -> tuple[BuildConfig, list[ShardSummary]]:
@@ -56,7 +56,9 @@ def test_card_has_configs_and_numbers(tmp_path: Path) -> None:
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["configs"][0]["config_name"] == "sft"
     stats = json.loads((cfg.out / "stats.json").read_text())
-    assert stats["rows"] == 5 and stats["tasks"] == sum(s.tasks for s in shards)
+    sft = stats["splits"]["sft"]
+    assert sft["rows"] == 5 and sft["tasks"] == sum(s.tasks for s in shards)
+    assert set(stats["splits"]) == {"sft"}
     assert "acceptance rate" in card and "datagen build --n 5" in card
     assert "| rows | 5 (requested 5) |" in card
 
@@ -64,17 +66,16 @@ def test_card_has_configs_and_numbers(tmp_path: Path) -> None:
 def test_duplicates_are_dropped_and_recorded(tmp_path: Path) -> None:
     cfg, shards = _build(tmp_path, n=100)
     # A second shard with the very same rows: everything in it is a duplicate.
-    rows, rejects = shard_files(cfg, 0)
-    twin_rows, twin_rejects = shard_files(cfg, 7)
-    shutil.copy(rows, twin_rows)
-    shutil.copy(rejects, twin_rejects)
+    for src in shard_dir(cfg.out).glob("sft-00000.*"):
+        shutil.copy(src, src.with_name(src.name.replace("00000", "00007")))
     twin = dataclasses.replace(shards[0], index=7)
     report = publish(cfg, [shards[0], twin])
     assert report.rows == shards[0].kept
-    assert report.stats["duplicates"] == shards[0].kept
+    assert report.stats["removed"]["exact_duplicate"] == shards[0].kept
     lines = (cfg.out / "rejects.jsonl").read_text().splitlines()
-    reasons = [json.loads(ln)["reason"] for ln in lines]
-    assert reasons.count("duplicate") == shards[0].kept
+    dups = [json.loads(ln) for ln in lines if json.loads(ln)["reason"] == "exact_duplicate"]
+    assert len(dups) == shards[0].kept and {d["shard"] for d in dups} == {7}
+    assert f"| exact_duplicate | {shards[0].kept} |" in (cfg.out / "README.md").read_text()
 
 
 def test_republishing_replaces_the_data_folder_whole(tmp_path: Path) -> None:
@@ -115,6 +116,7 @@ def test_without_a_weak_model_rows_have_no_pass_rate(tmp_path: Path) -> None:
     report = publish(cfg, shards)
     ds = datasets.load_dataset(str(cfg.out), "sft", split="train")
     assert ds["weak_pass_rate"] == [None] * 3 and ds["trivial"] == [False] * 3
-    assert report.stats["weak"] is None and report.stats["trivial_rows"] == 0
-    assert report.stats["by_weak_pass_rate"] == {}
-    assert "no weak model rated" in (cfg.out / "README.md").read_text()
+    sft = report.stats["splits"]["sft"]
+    assert report.stats["weak"] is None and sft["trivial_rows"] == 0
+    assert sft["by_weak_pass_rate"] == {}
+    assert "Difficulty is the generator's" in (cfg.out / "README.md").read_text()

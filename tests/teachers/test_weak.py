@@ -89,7 +89,7 @@ def test_the_weak_pass_rate_labels_each_row(tmp_path: Path, serve, mode: str, ra
     assert all(r["teacher"] == "scripted" for r in rows)
     assert summary.weak_calls == server.count and summary.weak_cached_calls == 0
     assert len({b["seed"] for b in server.requests}) == server.count  # each sample its own
-    stats = publish(cfg, [summary]).stats
+    stats = publish(cfg, [summary]).stats["splits"]["sft"]
     assert stats["trivial_rows"] == (len(rows) if trivial else 0)
     assert stats["by_weak_pass_rate"] == {f"{rate:.2f}": len(rows)}
     assert stats["by_difficulty"] == {difficulty: len(rows)}

@@ -1,0 +1,157 @@
+"""Reading a published set back: its rows, rejects and stats, from a folder or the Hub.
+
+``open_published(source, config)`` accepts what ``datagen build`` wrote, a folder in the same
+layout that it did not write (``README.md`` + ``data/{config}-*.parquet``, maybe nothing else)
+or a Hub dataset id. Local folders are read with pyarrow one parquet file at a time, so a
+large set is never held whole in memory and nothing is copied into the ``datasets`` cache;
+Hub ids go through ``datasets.load_dataset``. Images come back as encoded bytes, in the order
+of the ``<image>`` tokens, whichever way the set was read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from datagen.errors import UsageError
+
+__all__ = ["PublishedSet", "open_published", "row_images", "row_tolerance"]
+
+# Rows published before the matcher was recorded: the build's tolerance for numbers is 1 %.
+_DEFAULT_NUMBER_TOLERANCE = 0.01
+_TOLERANCE = re.compile(r"rel_tol=([0-9.eE+-]+)")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_BATCH = 64
+
+
+def row_images(row: dict[str, Any]) -> list[bytes]:
+    """The encoded images of an SFT row (``{"bytes": …}`` structs or plain bytes)."""
+    return [img["bytes"] if isinstance(img, dict) else img for img in row.get("images") or []]
+
+
+def row_tolerance(row: dict[str, Any]) -> float:
+    """The tolerance the build matched this row's answer with (from ``verification.matcher``)."""
+    matcher = (row.get("verification") or {}).get("matcher") or ""
+    found = _TOLERANCE.search(matcher)
+    if found:
+        return float(found.group(1))
+    return _DEFAULT_NUMBER_TOLERANCE if row.get("answer_type") == "number" else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedSet:
+    """One config (``sft`` or ``rl``) of a published set; see the module docstring."""
+
+    source: str
+    config: str
+    folder: Path | None  # None for a set read from the Hub
+    files: tuple[Path, ...]
+    hub: Any = None  # the ``datasets.Dataset`` of a Hub set (images not decoded)
+
+    def __len__(self) -> int:
+        if self.hub is not None:
+            return len(self.hub)
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
+
+    def columns(self, names: Sequence[str]) -> dict[str, list[Any]]:
+        """Whole columns without the images (cheap: parquet reads only those columns)."""
+        if self.hub is not None:
+            return {n: (self.hub[n] if n in self.hub.column_names else [None] * len(self.hub))
+                    for n in names}
+        out: dict[str, list[Any]] = {n: [] for n in names}
+        for f in self.files:
+            present = [n for n in names if n in pq.ParquetFile(f).schema_arrow.names]
+            table = pq.read_table(f, columns=present)
+            for n in names:
+                out[n].extend(table[n].to_pylist() if n in present else [None] * len(table))
+        return out
+
+    def rows(self, indices: Sequence[int] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(index, row)`` for the rows at ``indices`` (all rows when None), in index order."""
+        wanted = None if indices is None else sorted(set(indices))
+        if self.hub is not None:
+            for i in wanted if wanted is not None else range(len(self.hub)):
+                yield i, self.hub[i]
+            return
+        start = 0
+        for f in self.files:
+            parquet = pq.ParquetFile(f)
+            n = parquet.metadata.num_rows
+            local = None if wanted is None else [i - start for i in wanted
+                                                 if start <= i < start + n]
+            if local is None:
+                for batch in parquet.iter_batches(batch_size=_BATCH):
+                    for row in batch.to_pylist():
+                        yield start, row
+                        start += 1
+                continue
+            if local:
+                table = parquet.read().take(local)
+                for i, row in zip(local, table.to_pylist(), strict=True):
+                    yield start + i, row
+            start += n
+
+    def rejects(self) -> list[dict[str, Any]]:
+        """The records of ``rejects.jsonl`` that belong to this config (none if it is absent)."""
+        path = self.folder / "rejects.jsonl" if self.folder else None
+        if path is None or not path.is_file():
+            return []
+        records = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a hand-edited or truncated line must not hide the others
+            # Records from before the RL split existed carry no "split": they are SFT ones.
+            if isinstance(record, dict) and record.get("split", "sft") == self.config:
+                records.append(record)
+        return records
+
+    def stats(self) -> dict[str, Any] | None:
+        """``stats.json`` if the folder has a readable one."""
+        path = self.folder / "stats.json" if self.folder else None
+        if path is None or not path.is_file():
+            return None
+        try:
+            stats = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            return None
+        return stats if isinstance(stats, dict) else None
+
+
+def open_published(source: str | Path, config: str = "sft",
+                   split: str = "train") -> PublishedSet:
+    """The ``config`` rows of a local folder, or of a Hub dataset id (``user/name``).
+
+    Raises UsageError when the folder has no ``data/{config}-*.parquet`` or the id is unknown.
+    """
+    folder = Path(source)
+    if folder.is_dir():
+        files = tuple(sorted((folder / "data").glob(f"{config}-*.parquet")))
+        if not files:
+            raise UsageError(f"{folder}: no data/{config}-*.parquet files; give a dataset "
+                             "folder written by `datagen build` or one in the same layout")
+        return PublishedSet(str(source), config, folder, files)
+    if not _HUB_ID.fullmatch(str(source)):
+        raise UsageError(f"{source}: no such folder, and not a Hub dataset id (user/name)")
+    return PublishedSet(str(source), config, None, (), _load_hub(str(source), config, split))
+
+
+def _load_hub(name: str, config: str, split: str) -> Any:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, config, split=split)
+    except Exception as exc:  # the Hub client raises many types; all mean "cannot load it"
+        raise UsageError(f"cannot load {name!r} ({config}/{split}) from the Hub: "
+                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                         ) from None
+    if "images" in ds.column_names:
+        ds = ds.cast_column("images", datasets.List(datasets.Image(decode=False)))
+    return ds

@@ -1,0 +1,210 @@
+"""``datagen verify``: re-execute every trace of a published SFT set and re-check it.
+
+For each row the code cells of the assistant turns run again, in order, in one sandbox session
+that holds the row's first image (the input image), exactly as during the build. Then:
+
+* each cell must run cleanly, and the ``<tool_response>`` text it makes now
+  (``messages.observation_text``, the formatter the build used) must equal the recorded user
+  turn character for character: stdout, errors and the number of ``<image>`` tokens;
+* each output image must match the recorded one: the same width and height, and perceptual
+  hashes (64-bit pHash) at most ``IMAGE_HASH_DISTANCE`` bits apart. Pixel equality would be
+  too strict: matplotlib's anti-aliasing and fonts differ slightly across versions and
+  machines, while a different crop or drawing moves the hash by far more;
+* the final ``<answer>`` must match the ``answer`` column with the build's matcher
+  (``verify.match``), the tolerance read back from ``verification.matcher``.
+
+The set needs nothing but its rows, so a folder downloaded from the Hub verifies the same way.
+What a row alone cannot say is not re-checked: grounding of visual-search crops needs the
+scene's target boxes, which are not published (the printed regions are compared as stdout).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import imagehash
+from PIL import Image
+
+from datagen.errors import UsageError
+from datagen.messages import observation_text
+from datagen.published import PublishedSet, row_images, row_tolerance
+from datagen.sandbox import Sandbox
+from datagen.teachers.openai_teacher import parse_reply
+from datagen.verify import extract_answer, match
+
+__all__ = ["IMAGE_HASH_DISTANCE", "Mismatch", "RowCheck", "VerifyReport", "reverify",
+           "reverify_row", "verify_sandbox"]
+
+IMAGE_HASH_DISTANCE = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """One way a row failed to re-verify."""
+
+    index: int
+    id: str
+    what: str  # format, exec, observation, image, answer
+    detail: str
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """The outcome over a whole set."""
+
+    rows: int = 0
+    cells: int = 0
+    images: int = 0
+    sandbox_mode: str = ""
+    mismatches: list[Mismatch] = field(default_factory=list)
+
+    @property
+    def failed_rows(self) -> list[int]:
+        """Indices of the rows with at least one mismatch, ascending."""
+        return sorted({m.index for m in self.mismatches})
+
+    @property
+    def ok(self) -> bool:
+        """Whether every row re-verified."""
+        return not self.mismatches
+
+
+def verify_sandbox(timeout: float, allow_process_mode: bool = False) -> Sandbox:
+    """A sandbox for re-running a set's code: bubblewrap, or process mode only when allowed.
+
+    A downloaded set's code is untrusted; process mode would run it as the user, unjailed.
+    """
+    try:
+        return Sandbox(timeout=timeout, mode="bwrap")
+    except RuntimeError as exc:
+        if not allow_process_mode:
+            raise UsageError(f"{exc}; without it the set's code would run unjailed as you. "
+                             "Install bubblewrap, or pass --allow-process-mode if you trust "
+                             "this set's code") from None
+    return Sandbox(timeout=timeout, mode="process")
+
+
+def _image_problem(recorded: bytes | None, produced: bytes) -> str | None:
+    if recorded is None:
+        return "the row has fewer images than the code shows"
+    try:
+        a, b = Image.open(io.BytesIO(recorded)), Image.open(io.BytesIO(produced))
+        if a.size != b.size:
+            return f"size {b.size[0]}x{b.size[1]}, recorded {a.size[0]}x{a.size[1]}"
+        distance = imagehash.phash(a.convert("RGB")) - imagehash.phash(b.convert("RGB"))
+    except OSError as exc:
+        return f"cannot decode: {exc}"
+    if distance > IMAGE_HASH_DISTANCE:
+        return f"pixels differ (pHash distance {distance} > {IMAGE_HASH_DISTANCE})"
+    return None
+
+
+@dataclass(slots=True)
+class RowCheck:
+    """What re-verifying one row found, and how much it re-ran."""
+
+    mismatches: list[Mismatch] = field(default_factory=list)
+    cells: int = 0
+    images: int = 0
+
+
+def reverify_row(index: int, row: dict[str, Any], sandbox: Sandbox) -> RowCheck:
+    """Re-run one SFT row's cells and re-check its observations, images and answer."""
+    rid = str(row.get("id") or index)
+    check = RowCheck()
+
+    def fail(what: str, detail: str) -> RowCheck:
+        check.mismatches.append(Mismatch(index, rid, what, detail))
+        return check
+
+    messages = row.get("messages") or []
+    images = row_images(row)
+    roles = [m.get("role") for m in messages]
+    if roles[:2] != ["system", "user"] or len(roles) < 3 or roles[-1] != "assistant":
+        return fail("format", f"roles {roles}: expected system, user, ..., assistant")
+    if not images:
+        return fail("format", "the row has no input image")
+    tokens = sum(m["content"].count("<image>") for m in messages)
+    if tokens != len(images):
+        fail("format", f"{tokens} <image> tokens but {len(images)} images")
+    next_image = 1
+    with sandbox.session(images[0]) as session:
+        k = 2
+        while k < len(messages):
+            turn = k - 1  # 1-based position of the message after the system prompt
+            step = parse_reply(messages[k]["content"])
+            recorded = messages[k + 1] if k + 1 < len(messages) else None
+            if step.code is None:
+                if recorded is not None:
+                    return fail("format", f"message {turn}: no <code> cell, yet a tool response "
+                                "follows")
+                break
+            if recorded is None or recorded.get("role") != "user":
+                return fail("format", f"message {turn}: a code cell without a tool response")
+            result = session.run(step.code)
+            check.cells += 1
+            cell = check.cells
+            if result.status != "ok":
+                fail("exec", f"cell {cell}: {result.status}: {result.error_type}: "
+                     f"{result.error_message}")
+            text = observation_text(result)
+            if text != recorded["content"]:
+                fail("observation", f"cell {cell}: {_first_difference(recorded['content'], text)}")
+            for k_img, png in enumerate(result.images):
+                have = images[next_image + k_img] if next_image + k_img < len(images) else None
+                problem = _image_problem(have, png)
+                if problem:
+                    fail("image", f"cell {cell}, image {k_img + 1}: {problem}")
+            next_image += recorded["content"].count("<image>")
+            check.images += len(result.images)
+            k += 2
+    predicted = extract_answer(messages[-1]["content"])
+    gold, atype = str(row.get("answer")), row.get("answer_type") or "text"
+    if predicted is None:
+        fail("answer", "the last turn has no <answer>")
+    else:
+        try:
+            ok = match(predicted, gold, atype, row_tolerance(row))
+        except ValueError as exc:  # an answer type this version does not know
+            return fail("answer", str(exc))
+        if not ok:
+            fail("answer", f"predicted {predicted!r}, gold {gold!r} ({atype})")
+    return check
+
+
+def _first_difference(recorded: str, produced: str) -> str:
+    """Where two observations part, shown as the recorded and the new line."""
+    old, new = recorded.splitlines(), produced.splitlines()
+    for i, (a, b) in enumerate(zip(old, new, strict=False)):
+        if a != b:
+            return f"line {i + 1}: recorded {a[:120]!r}, now {b[:120]!r}"
+    return f"recorded {len(old)} lines, now {len(new)}"
+
+
+def reverify(published: PublishedSet, sandbox: Sandbox, workers: int = 1,
+             progress: Callable[[int], None] | None = None) -> VerifyReport:
+    """Re-verify every row of ``published`` with ``workers`` sessions at a time.
+
+    ``progress`` is called with the number of rows done after each row.
+    """
+    if published.config != "sft":
+        raise UsageError("verify re-runs SFT traces; RL rows hold no trace to re-run")
+    report = VerifyReport(sandbox_mode=sandbox.mode)
+    workers = max(1, workers)
+    rows = published.rows()
+    with ThreadPoolExecutor(workers, thread_name_prefix="datagen-verify") as pool:
+        # A few rows per worker at a time: Executor.map would read the whole set up front.
+        while chunk := list(itertools.islice(rows, 4 * workers)):
+            for check in pool.map(lambda item: reverify_row(*item, sandbox), chunk):
+                report.rows += 1
+                report.cells += check.cells
+                report.images += check.images
+                report.mismatches.extend(check.mismatches)
+                if progress is not None:
+                    progress(report.rows)
+    return report

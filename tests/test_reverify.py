@@ -1,0 +1,101 @@
+"""`datagen verify`: a published set re-runs clean; a tampered one is caught, row by row."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageOps
+
+from datagen.published import open_published
+from datagen.reverify import reverify
+from datagen.sandbox import Sandbox
+from tests.sft_sets import build_sft_set, datagen, hub_layout_copy, read_rows, write_rows
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_sft_set(tmp_path_factory.mktemp("verify") / "set")
+
+
+def _code_turn(row: dict) -> int:
+    """Index of the row's first assistant message with a code cell."""
+    return next(i for i, m in enumerate(row["messages"])
+                if m["role"] == "assistant" and "```python" in m["content"])
+
+
+def test_a_published_set_re_verifies_in_the_sandbox(built: Path, sandbox: Sandbox) -> None:
+    report = reverify(open_published(built), sandbox, workers=2)
+    rows = read_rows(built)
+    assert report.ok, report.mismatches
+    assert report.rows == len(rows) == 6
+    assert report.cells == sum(len(r["verification"]["cells"]) for r in rows)
+    assert report.images == sum(len(r["images"]) - 1 for r in rows)
+
+
+def test_cli_verifies_a_folder_with_only_card_and_parquet(built: Path, tmp_path: Path) -> None:
+    bare = hub_layout_copy(built, tmp_path / "downloaded")
+    result = datagen("verify", str(bare), "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    assert "every row re-verified" in result.stdout
+    assert "6 rows" in result.stdout
+
+
+def test_tampered_answer_and_code_are_caught_and_listed(built: Path, tmp_path: Path) -> None:
+    bare = hub_layout_copy(built, tmp_path / "tampered")
+    rows = read_rows(bare)
+    # Row 1: a changed gold answer (the trace still ends in the old one).
+    rows[1]["answer"] = "A" if rows[1]["answer_type"] == "choice" and rows[1]["answer"] != "A" \
+        else "987654"
+    # Row 4: a changed code cell: it now prints something the recorded observation lacks.
+    k = _code_turn(rows[4])
+    content = rows[4]["messages"][k]["content"]
+    rows[4]["messages"][k]["content"] = content.replace("\n```\n</code>",
+                                                        "\nprint('tampered')\n```\n</code>", 1)
+    assert rows[4]["messages"][k]["content"] != content
+    write_rows(bare, rows)
+
+    result = datagen("verify", str(bare), "--workers", "1")
+    assert result.returncode == 1
+    listed = [ln for ln in result.stdout.splitlines() if ln.startswith("row ")]
+    assert any(ln.startswith("row 1 ") and ": answer: " in ln for ln in listed), result.stdout
+    assert any(ln.startswith("row 4 ") and ": observation: " in ln and "tampered" in ln
+               for ln in listed), result.stdout
+    assert {ln.split()[1] for ln in listed} == {"1", "4"}
+    assert "2 of 6 rows do not re-verify (rows 1, 4)" in result.stderr
+
+
+def test_a_swapped_output_image_is_caught(built: Path, tmp_path: Path,
+                                          sandbox: Sandbox) -> None:
+    bare = hub_layout_copy(built, tmp_path / "swapped")
+    rows = read_rows(bare)
+    i = next(i for i, r in enumerate(rows) if len(r["images"]) > 1)
+    shown = Image.open(io.BytesIO(rows[i]["images"][1]["bytes"]))
+    buf = io.BytesIO()
+    ImageOps.flip(shown.convert("RGB")).save(buf, format="PNG")  # same size, other pixels
+    rows[i]["images"][1] = {"bytes": buf.getvalue(), "path": None}
+    write_rows(bare, rows)
+
+    report = reverify(open_published(bare), sandbox)
+    assert report.failed_rows == [i]
+    assert [m.what for m in report.mismatches] == ["image"]
+    assert "pHash distance" in report.mismatches[0].detail
+
+
+def test_a_row_whose_images_do_not_match_its_tokens_is_rejected(built: Path, tmp_path: Path,
+                                                                sandbox: Sandbox) -> None:
+    bare = hub_layout_copy(built, tmp_path / "short")
+    rows = read_rows(bare)
+    rows[0]["images"] = rows[0]["images"][:1] if len(rows[0]["images"]) > 1 \
+        else rows[0]["images"] * 2
+    write_rows(bare, rows)
+    report = reverify(open_published(bare), sandbox)
+    assert report.failed_rows == [0]
+    assert "format" in {m.what for m in report.mismatches}
+
+
+def test_a_folder_without_sft_files_is_a_usage_error(tmp_path: Path) -> None:
+    result = datagen("verify", str(tmp_path))
+    assert result.returncode == 2
+    assert "no data/sft-*.parquet" in result.stderr
