@@ -281,6 +281,8 @@ def publish(cfg: BuildConfig, shards: list[ShardSummary],
     shards = sorted(shards, key=lambda s: s.index)
     chosen = _select(cfg, shards)
     out = cfg.out
+    for stale in [*out.glob(".data-*"), *out.glob(".old-data-*")]:
+        shutil.rmtree(stale, ignore_errors=True)  # left by a publish that was killed
     staging = Path(tempfile.mkdtemp(prefix=".data-", dir=out))
     public_mode(staging, directory=True)
     files: dict[str, list[str]] = {}

@@ -8,10 +8,13 @@ import shutil
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from datagen.config import BuildConfig
+from datagen.errors import RunError
 from datagen.publish import publish
 from datagen.records import SFT_FEATURES
 from datagen.shards import ShardSummary, prepare_output, run_shard, shard_dir, shard_files
@@ -120,3 +123,19 @@ def test_without_a_weak_model_rows_have_no_pass_rate(tmp_path: Path) -> None:
     assert report.stats["weak"] is None and sft["trivial_rows"] == 0
     assert sft["by_weak_pass_rate"] == {}
     assert "Difficulty is the generator's" in (cfg.out / "README.md").read_text()
+
+
+def test_rows_that_fail_validation_are_not_published(tmp_path: Path) -> None:
+    cfg, shards = _build(tmp_path, n=4)
+    good = publish(cfg, shards)
+    before = {p.name: p.read_bytes() for p in (cfg.out / "data").iterdir()}
+    path = shard_files(cfg, 0)[0]
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    rows[1]["messages"] = rows[1]["messages"][:2]  # the trace and its <answer> are gone
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    with pytest.raises(RunError, match=r"sft rows failed validation.*row 1"):
+        publish(cfg, shards)
+    assert {p.name: p.read_bytes() for p in (cfg.out / "data").iterdir()} == before
+    assert good.rows == 4
+    assert not [p for p in cfg.out.iterdir() if p.name.startswith(".data-")]
