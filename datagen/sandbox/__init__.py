@@ -10,9 +10,10 @@ A teacher model writes code cells that analyse an image; each cell runs here and
 Contract inside a session (models are trained against it):
 
 * Before the first cell the cwd is a fresh scratch dir (also ``HOME``) holding
-  ``input_image.jpg`` (RGB JPEG, quality 95); the namespace (``__name__ == "__main__"``)
-  has ``input_image``, an RGB PIL Image decoded from the original pixels (not from the JPEG,
-  so colours are exact). numpy / PIL / matplotlib (Agg) are importable; cells import them.
+  ``input_image.jpg`` (RGB JPEG: the image's own bytes when it is one, else quality 95); the
+  namespace (``__name__ == "__main__"``) has ``input_image``, an RGB PIL Image decoded from the
+  original pixels (not from a re-encoded JPEG, so colours are exact). numpy / PIL /
+  matplotlib (Agg) are importable; cells import them.
 * Variables and imports persist across the cells of a session.
 * Images: ``plt.show()`` captures every open figure as PNG and closes them;
   ``Figure.show()`` captures that figure; ``PIL.Image.Image.show()`` captures the image.
@@ -41,8 +42,9 @@ Modes (``Sandbox(mode=...)``; ``Sandbox.mode`` tells which one runs):
 
 * "bwrap" (what "auto" picks whenever it works): cells run in bubblewrap jails (``bwrap.py``,
   ``jail.py``). A jail is started once, imports numpy/matplotlib once (~0.5-1.5 s) and then
-  serves one session at a time in a worker it forked ahead of time (~10 ms per session for
-  a 640x480 image, ~0.5 ms per cell); the Sandbox keeps a pool of jails (see ``JailPool``).
+  serves one session at a time in a worker it forks for it (~10 ms per session; the jail
+  decodes an image once for consecutive sessions on it, ~0.5 ms per cell); the Sandbox keeps
+  a pool of jails (see ``JailPool``).
   A jail has no network (its own, empty net namespace), its own pid / ipc / uts namespaces
   and /proc (no host process is visible or signalable), a read-only root holding only the
   interpreter, the venv, the datagen package, the shared library dir and fonts (no /bin or

@@ -11,15 +11,19 @@ then serves the parent over JSON lines on its original stdin / stdout:
 
 Its first line is ``{"ready": true, ...}`` or ``{"failed": traceback}``; EOF on stdin ends it.
 
-Session workers are forks of this process. One is forked ahead of time (the standby: it
-sets its rlimits, closes every inherited fd but its two pipes, and waits); "open" hands it
-the image (raw pixels after the request line), and it makes ``/scratch/<n>`` its cwd and
-HOME, writes ``input_image.jpg`` and serves cells. The jail enforces each cell's timeout.
-After a timeout, a crash or "close" it SIGKILLs the worker's group and then every other
-process in the jail's pid namespace (``kill(-1)``: all but itself and pid 1, so ``setsid``
-daemons die too), answers, and only then, before reading the next request, reaps them,
-empties /scratch, /tmp and /dev/shm and forks the next standby (or, after a timeout or a
-crash, a fresh worker for the same image: the documented state reset).
+Session workers are forks of this process. "open" sends the image (raw pixels or encoded
+bytes after the request line); the jail decodes it once and keeps it, with the bytes of
+``input_image.jpg``, until an "open" brings another image, so the sessions of one scene (one
+per question) skip the decode. It then forks the session's worker, which inherits the decoded
+image copy-on-write (a cell that draws on ``input_image`` changes its own copy only), sets its
+rlimits, closes every inherited fd but its two pipes, makes ``/scratch/<n>`` its cwd and HOME,
+writes ``input_image.jpg`` and serves cells. The jail enforces each cell's timeout. After a
+timeout, a crash or "close" it SIGKILLs the worker's group and then every other process in
+the jail's pid namespace (``kill(-1)``: all but itself and pid 1, so ``setsid`` daemons die
+too), answers, and only then, before reading the next request, reaps them and empties
+/scratch, /tmp and /dev/shm (after a timeout or a crash it also forks a fresh worker for the
+same image: the documented state reset). The image comes from the parent, as trusted as the
+request itself; the jail refuses one whose pixels exceed a worker's memory limit.
 """
 
 from __future__ import annotations
@@ -150,6 +154,15 @@ class _Worker:
     scratch: str
 
 
+@dataclass
+class _Image:
+    """A session image as the jail keeps it between sessions."""
+
+    frame: bytes  # as received (header line + payload): the image's identity
+    image: Any  # the RGB PIL image that workers get as ``input_image``
+    jpeg: bytes  # the bytes of ``input_image.jpg``
+
+
 class Jail:
     """Serves one session at a time; see the module docstring."""
 
@@ -158,9 +171,10 @@ class Jail:
         self.cfg = cfg
         self.worker_module = worker
         self.image: bytes | None = None  # the session's image frame (header line + pixels)
+        self.loaded: _Image | None = None  # the last image decoded, kept for the next session
         self.worker: _Worker | None = None  # the session's worker
-        self.standby: _Worker | None = None  # forked ahead of time, waiting for an image
         self.dirty = False  # killed processes not yet reaped, dirs not yet emptied
+        self.dying: tuple[int, int] | None = None  # (pid, pidfd) of the last worker killed
         self.start_error = ""
         self.count = 0
 
@@ -176,7 +190,7 @@ class Jail:
                 if op == "open":
                     size = int(req["image"]["nbytes"])
                     frame = dumps(req["image"]) + self.chan.read_exact(size, None)
-                    self._kill(keep_standby=True)
+                    self._kill()
                     self._cleanup()
                     self.image = frame
                     self._start_worker()
@@ -201,21 +215,14 @@ class Jail:
     def _housekeeping(self) -> None:
         """Work done after a reply and before the next request is read: the parent does not
         wait for it, and no request is served before it is complete."""
-        if self.dirty:
-            if self.image is None and self.standby is None:
-                # _kill sent SIGKILL to every other process, so none of them can run code
-                # again: the next standby may fork while they finish dying.
-                self.standby = self._fork()
-            self._cleanup()
+        self._cleanup()
         if self.image is not None and self.worker is None:
             self._start_worker()  # the reset after a timeout or crash: warm for the next run
-        if self.image is None and self.standby is None:
-            self.standby = self._fork()
 
     # -- session workers ---------------------------------------------------------------------
 
     def _fork(self) -> _Worker | None:
-        """Fork a worker that sets itself up, then waits for its image."""
+        """Fork the session's worker for ``self.loaded``; it sets itself up and says ready."""
         self.count += 1
         scratch = os.path.join(self.cfg["scratch"], str(self.count))
         req_r, req_w = os.pipe()
@@ -243,22 +250,24 @@ class Jail:
         return _Worker(pid, pidfd, LineChannel(rep_r, req_w, MAX_REPLY_BYTES), scratch)
 
     def _start_worker(self) -> None:
-        """Hand ``self.image`` to the standby (or a new fork) and wait until it is ready."""
+        """Fork a worker for ``self.image`` (decoded first, unless it is the last one) and
+        wait until it is ready."""
         assert self.image is not None
-        w, self.standby = self.standby, None
-        if w is None:
-            w = self._fork()
-            if w is None:
+        if self.loaded is None or self.loaded.frame != self.image:
+            self.loaded = None  # free the previous image before decoding the next
+            try:
+                self.loaded = self._load(self.image)
+            except Exception:  # noqa: BLE001 - a bad image fails this session, not the jail
+                self.start_error = traceback.format_exc()
                 return
+        w = self._fork()
+        if w is None:
+            return
         self.worker = w
-        deadline = time.monotonic() + _WORKER_START_TIMEOUT
         try:
-            w.chan.write(self.image, deadline)
-            kind, value = self._await(deadline, None)
+            kind, value = self._await(time.monotonic() + _WORKER_START_TIMEOUT, None)
         except TimeoutError:
             kind, value = "timeout", None
-        except OSError as exc:  # it died before reading the image
-            kind, value = "bad", f"worker lost: {exc}"
         if kind == "line" and isinstance(value, dict) and value.get("ready") is True:
             return
         if kind == "line":
@@ -272,6 +281,18 @@ class Jail:
         self._kill()
         self._cleanup()
 
+    def _load(self, frame: bytes) -> _Image:
+        """Decode an image frame and make the bytes of its ``input_image.jpg``."""
+        end = frame.index(b"\n")
+        head, data = json.loads(frame[:end]), frame[end + 1:]
+        if head["kind"] == "raw":
+            spec: tuple[Any, ...] = ("raw", tuple(head["size"]), data)
+        else:
+            spec = ("encoded", data)
+        limit = self.cfg["memory_mb"] << 20
+        image, jpeg = self.worker_module.load_session_image(spec, limit)
+        return _Image(frame, image, jpeg)
+
     def _worker_main(self, req_r: int, rep_w: int, scratch: str) -> None:
         os.setsid()  # own group: killed as a group, and no terminal
         _close_fds_except({req_r, rep_w})
@@ -283,17 +304,11 @@ class Jail:
             resource.setrlimit(limit, (value, value))
         chan = LineChannel(req_r, rep_w, MAX_REQUEST_BYTES)
         try:
-            head = json.loads(chan.read_line(None))
-            data = chan.read_exact(int(head["nbytes"]), None)
-            # Only now: the jail may have been emptying /scratch while this process forked.
+            assert self.loaded is not None
             os.mkdir(scratch, 0o700)
             os.chdir(scratch)
             os.environ["HOME"] = scratch
-            if head["kind"] == "raw":
-                spec: tuple[Any, ...] = ("raw", tuple(head["size"]), data)
-            else:
-                spec = ("encoded", data)
-            ns = self.worker_module.prepare_namespace(spec)
+            ns = self.worker_module.session_namespace(self.loaded.image, self.loaded.jpeg)
         except BaseException:  # noqa: B036 - report any setup failure to the jail
             chan.send({"failed": traceback.format_exc()}, None)
             return
@@ -378,25 +393,22 @@ class Jail:
                 if pid == w.pid:
                     return "dead", status
 
-    def _kill(self, keep_standby: bool = False) -> None:
-        """SIGKILL the session's worker group and every other process of the jail; the
-        standby too, unless ``keep_standby`` and the jail is clean (nothing else can exist).
+    def _kill(self) -> None:
+        """SIGKILL the session's worker group and every other process of the jail.
         ``_cleanup`` then reaps them and empties the writable dirs."""
-        doomed = [self.worker]
-        if not (keep_standby and not self.dirty and self.worker is None):
-            doomed.append(self.standby)
-            self.standby = None
-        for w in doomed:
-            if w is None:
-                continue
+        w = self.worker
+        if w is not None:
             self.dirty = True
             try:
                 os.killpg(w.pid, signal.SIGKILL)
             except OSError:
                 pass
-            for fd in (w.chan.read_fd, w.chan.write_fd, w.pidfd):
-                if fd is not None:
-                    os.close(fd)
+            os.close(w.chan.read_fd)
+            os.close(w.chan.write_fd)
+            if self.dying is not None:  # not waited for yet: _sweep reaps it
+                os.close(self.dying[1])
+            # The pidfd stays open until _cleanup has waited for the worker's exit.
+            self.dying = (w.pid, w.pidfd) if w.pidfd is not None else None
         self.worker = None
         if self.dirty:
             try:
@@ -407,7 +419,20 @@ class Jail:
     def _cleanup(self) -> None:
         if not self.dirty:
             return
-        _sweep(self.standby.pid if self.standby is not None else None)
+        if self.dying is not None:
+            # Sleep until the killed worker has exited (freeing a big image takes a few ms),
+            # rather than poll /proc for it; _sweep then finds only what its cells started.
+            pid, pidfd = self.dying
+            self.dying = None
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            poller.poll(int(_SWEEP_TIMEOUT * 1000))
+            os.close(pidfd)
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except OSError:
+                pass
+        _sweep()
         for top in (self.cfg["scratch"], *_CLEAN_DIRS):
             try:
                 names = os.listdir(top)
@@ -427,11 +452,11 @@ def _grow_pipe(fd: int) -> None:
         pass
 
 
-def _sweep(spare: int | None) -> None:
-    """Wait until every process of this pid namespace but this one, pid 1 and ``spare`` is
-    gone, reaping them. ``Jail._kill`` already sent them SIGKILL (``kill(-1)``, atomic with
-    respect to fork); stragglers get it again."""
-    keep = {1, os.getpid(), spare}
+def _sweep() -> None:
+    """Wait until every process of this pid namespace but this one and pid 1 is gone, reaping
+    them. ``Jail._kill`` already sent them SIGKILL (``kill(-1)``, atomic with respect to
+    fork); stragglers get it again."""
+    keep = {1, os.getpid()}
     deadline = time.monotonic() + _SWEEP_TIMEOUT
     while True:
         others = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in keep]

@@ -29,6 +29,7 @@ import sys  # noqa: E402
 import threading  # noqa: E402
 import traceback  # noqa: E402
 import types  # noqa: E402
+import zlib  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from multiprocessing import spawn  # noqa: E402
 from multiprocessing.connection import Connection  # noqa: E402
@@ -42,7 +43,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib._pylab_helpers import Gcf  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 
 from datagen.sandbox.protocol import dumps, result_to_wire  # noqa: E402
 from datagen.sandbox.session import WORKER_PROCESS_NAME  # noqa: E402
@@ -50,6 +51,10 @@ from datagen.sandbox.session import WORKER_PROCESS_NAME  # noqa: E402
 CELL_FILENAME = "<cell>"
 INPUT_IMAGE_FILE = "input_image.jpg"
 TRUNCATION_MARKER = "... [output truncated]"
+# How captured PNGs are compressed: zlib level 1 with the run-length strategy encodes a noisy
+# 1024-px view of a search scene ~4x faster than Pillow's default (level 6) for ~6 % more bytes
+# (a zoomed chart: ~15 % more). Encoding captures was most of a search trace's cost.
+PNG_OPTIONS: dict[str, int] = {"compress_level": 1, "compress_type": zlib.Z_RLE}
 _SANDBOX_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _TRACEBACK_MAX_LINES = 40
 _ENV_PASSTHROUGH = ("PATH", "LANG")
@@ -106,14 +111,14 @@ class _Capture:
         if img.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"):
             img = img.convert("RGB")  # PNG cannot hold e.g. "F" or "CMYK"
         buf = io.BytesIO()
-        img.save(buf, format="PNG")
+        img.save(buf, format="PNG", **PNG_OPTIONS)
         self.images.append(buf.getvalue())
 
     def add_figure(self, fig: Figure) -> None:
         if self._full():
             return
         buf = io.BytesIO()
-        fig.savefig(buf, format="png")
+        fig.savefig(buf, format="png", pil_kwargs=PNG_OPTIONS)
         self.images.append(buf.getvalue())
 
     def _full(self) -> bool:
@@ -258,13 +263,6 @@ def run_cell(code: str, ns: dict[str, Any], max_chars: int, max_images: int) -> 
     }
 
 
-def _load_image(spec: tuple[Any, ...]) -> Image.Image:
-    if spec[0] == "raw":  # ("raw", (w, h), rgb_bytes) from a PIL image in the parent
-        return Image.frombytes("RGB", tuple(spec[1]), spec[2])
-    img = Image.open(io.BytesIO(spec[1]))
-    return img.convert("RGB")  # convert() also forces the decode
-
-
 def install_display_hooks() -> None:
     """Make ``plt.show`` / ``Figure.show`` / ``Image.show`` capture instead of display."""
     plt.show = _plt_show
@@ -272,14 +270,54 @@ def install_display_hooks() -> None:
     Image.Image.show = _pil_show  # type: ignore[method-assign]
 
 
-def prepare_namespace(image_spec: tuple[Any, ...]) -> dict[str, Any]:
-    """Write ``input_image.jpg`` into the cwd and return a fresh ``__main__`` namespace."""
-    img = _load_image(image_spec)
-    img.save(INPUT_IMAGE_FILE, format="JPEG", quality=95)
+def load_session_image(spec: tuple[Any, ...], max_bytes: int | None = None
+                       ) -> tuple[Image.Image, bytes]:
+    """The session image in RGB and the bytes of its ``input_image.jpg``.
+
+    ``spec`` is ``("raw", (w, h), rgb_bytes)`` or ``("encoded", data)``. An image that is
+    already an RGB JPEG (search scenes) keeps its own bytes: they decode to exactly
+    ``input_image``, and re-encoding a 4096-px image costs ~15 ms. MemoryError if its pixels
+    would take more than ``max_bytes``.
+    """
+    if spec[0] == "raw":
+        size = tuple(spec[1])
+        img: Image.Image | None = None
+    else:
+        img = Image.open(io.BytesIO(spec[1]))  # reads the header only
+        size = img.size
+    if max_bytes is not None and 4 * size[0] * size[1] > max_bytes:  # Pillow keeps 4 B/pixel
+        raise MemoryError(f"a {size[0]}x{size[1]} image does not fit in the sandbox's memory "
+                          "limit")
+    if img is None:
+        rgb = Image.frombytes("RGB", size, spec[2])
+        return rgb, _jpeg(rgb)
+    rgb = img.convert("RGB")  # convert() also forces the decode
+    if img.format == "JPEG" and img.mode == "RGB":
+        return rgb, spec[1]
+    return rgb, _jpeg(rgb)
+
+
+def _jpeg(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def session_namespace(image: Image.Image, jpeg: bytes) -> dict[str, Any]:
+    """Write ``input_image.jpg`` into the cwd and return a fresh ``__main__`` namespace
+    holding ``input_image``."""
+    with open(INPUT_IMAGE_FILE, "wb") as f:
+        f.write(jpeg)
     main_mod = types.ModuleType("__main__")
-    main_mod.__dict__["input_image"] = img
+    main_mod.__dict__["input_image"] = image
     sys.modules["__main__"] = main_mod  # so pickling cell-defined classes works
     return main_mod.__dict__
+
+
+def prepare_namespace(image_spec: tuple[Any, ...]) -> dict[str, Any]:
+    """Decode the session image, write ``input_image.jpg`` into the cwd and return a fresh
+    ``__main__`` namespace (process mode: each worker decodes its own image)."""
+    return session_namespace(*load_session_image(image_spec))
 
 
 def serve(recv: Callable[[], bytes | None], send: Callable[[bytes], None], ns: dict[str, Any],
@@ -360,25 +398,45 @@ def main(conn: Connection, alive: Connection, scratch: str, image_spec: tuple[An
 
 
 def _warm_up() -> None:
-    """Render one tiny figure, encode PNG/JPEG once and import sympy and scipy.ndimage, so
-    fonts, codecs and libraries are loaded in the forkserver (or jail), not in every worker."""
+    """Do once, here, what teacher code typically does: draw and save a figure, encode PNG and
+    JPEG, resize and draw on an image, fit a line, measure blobs with scipy.ndimage, simplify
+    with sympy. Fonts, codecs, libraries and the lazy imports and caches inside them are then
+    loaded in the forkserver (or jail) and inherited by every session's worker, instead of
+    being loaded again in each one."""
     try:
         fig, ax = plt.subplots(figsize=(1, 1))
         ax.plot([0, 1], [0, 1])
         ax.set_title("warm-up")
         ax.imshow(np.zeros((2, 2, 3), dtype=np.uint8))
-        fig.savefig(io.BytesIO(), format="png")
+        fig.savefig(io.BytesIO(), format="png", pil_kwargs=PNG_OPTIONS)
         plt.close(fig)
-        small = Image.new("RGB", (4, 4))
-        small.save(io.BytesIO(), format="PNG")
+        small = Image.new("RGB", (64, 48), (200, 200, 200))
+        small.save(io.BytesIO(), format="PNG", **PNG_OPTIONS)
         small.save(io.BytesIO(), format="JPEG", quality=95)
-        # Libraries teacher code reaches for: ~0.2 s each to import, paid once here rather than
-        # in every session (geometry traces use sympy, chart measurements scipy.ndimage).
+        view = small.resize((128, 96), Image.LANCZOS)
+        view.thumbnail((32, 32))
+        pen = ImageDraw.Draw(small)
+        pen.rectangle((4, 4, 20, 20), outline=(255, 0, 0), width=2)
+        pen.text((30, 30), "7", fill=(255, 0, 0), anchor="lb", font_size=14)
+        np.polyfit([0.0, 1.0, 2.0], [0.0, 2.0, 4.0], 1)
+        # Libraries teacher code reaches for: ~0.2 s each to import (geometry traces use sympy,
+        # chart measurements scipy.ndimage).
         import sympy
         from scipy import ndimage
 
-        sympy.nsimplify(sympy.sqrt(8) / 2)
-        ndimage.label(np.zeros((2, 2)))
+        mask = np.zeros((8, 8), dtype=bool)
+        mask[1:3, 1:3] = mask[5:7, 4:7] = True
+        labels, n = ndimage.label(mask)
+        ndimage.center_of_mass(mask, labels, range(1, n + 1))
+        ndimage.sum(mask, labels, range(1, n + 1))
+        # simplify() and nsimplify() import most of their machinery on first use: left to the
+        # workers, that costs every geometry session ~25 ms of CPU.
+        a, b = sympy.S(3), sympy.Rational(7, 2)
+        for expr in (sympy.sqrt(a**2 + b**2 - 2 * a * b * sympy.cos(sympy.rad(50))),
+                     2 * a * sympy.sin(sympy.rad(40) / 2), sympy.pi * b**2 / 2,
+                     (180 - a) / 2, sympy.sqrt(a * (a - 1) * (a - 2)) + sympy.sqrt(3) / 4):
+            sympy.nsimplify(sympy.simplify(expr))
+            round(float(expr), 2)
     except Exception:  # noqa: BLE001 - a warm-up failure must never break the forkserver
         pass
 

@@ -40,9 +40,8 @@ def jail_processes(bwrap_pid: int) -> dict[int, int]:
     """Every live process in the pid namespace of the jail that ``bwrap_pid`` (the bwrap
     process a Session reports as its pid) started: host pid -> pid inside the jail.
 
-    Between sessions a jail holds three: pid 1 (bwrap), the jail, and its standby worker
-    (a fork waiting for the next session's image); during a session the standby has become
-    the session's worker.
+    Between sessions a jail holds two: pid 1 (bwrap) and the jail; during a session also
+    the session's worker (a fork of the jail) and whatever its cells started.
     """
     inits = _children(bwrap_pid)
     if not inits:

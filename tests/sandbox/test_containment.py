@@ -131,8 +131,8 @@ def test_fork_bomb_is_bounded(sandbox: Sandbox, session: Session,
     pid = session.pid
     assert pid is not None
     session.close()
-    # Every fork is gone: left are bwrap's init, the jail and its fresh standby worker.
-    assert soon(lambda: len(jail_procs(pid)) == 3), jail_procs(pid)
+    # Every fork is gone: left are bwrap's init and the jail.
+    assert soon(lambda: len(jail_procs(pid)) == 2), jail_procs(pid)
     with sandbox.session(image()) as s:
         healthy(sandbox, s)
 
@@ -152,11 +152,11 @@ def test_setsid_daemon_does_not_survive_the_session(
             jail = s.pid
             assert jail is not None
             assert {worker, daemon} <= set(jail_procs(jail).values())
-        # After the session (its cleanup runs after close() returns): bwrap's init, the jail
-        # and its next standby; nothing else, and certainly not the daemon.
+        # After the session (its cleanup runs after close() returns): bwrap's init and the
+        # jail; nothing else, and certainly not the daemon.
         def swept() -> bool:
             procs = jail_procs(jail)
-            return len(procs) == 3 and not {worker, daemon} & set(procs.values())
+            return len(procs) == 2 and not {worker, daemon} & set(procs.values())
 
         assert soon(swept), jail_procs(jail)
         inside = jail_procs(jail)

@@ -5,6 +5,7 @@ Every test runs in both modes ("process" and, when bubblewrap can run here, "bwr
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -12,6 +13,7 @@ import multiprocessing
 import os
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -105,6 +107,50 @@ def test_input_image_preloaded(sandbox: Sandbox, as_bytes: bool) -> None:
         ))
         assert r.stdout.splitlines() == [
             f"RGB (32, 24) {KNOWN_RGB}", "True True", "JPEG"]
+
+
+def test_sessions_on_the_same_image_start_from_the_original(sandbox: Sandbox) -> None:
+    # The jail decodes an image once for consecutive sessions on it: what one session does to
+    # input_image or input_image.jpg must not reach the next, nor the reset after a crash.
+    png = png_bytes(make_image())
+    spoil = ("input_image.paste((1, 2, 3), (0, 0, 32, 24))\n"
+             "open('input_image.jpg', 'wb').write(b'spoilt')\n"
+             f"print(input_image.getpixel({KNOWN_XY}))")
+    check = ("from PIL import Image\n"
+             f"print(input_image.getpixel({KNOWN_XY}), Image.open('input_image.jpg').size)")
+    with sandbox.session(png) as s:
+        assert ok(s.run(spoil)).stdout == "(1, 2, 3)\n"
+        assert s.run("import os\nos._exit(3)").status == "crashed"
+        assert ok(s.run(check)).stdout == f"{KNOWN_RGB} (32, 24)\n"
+        ok(s.run(spoil))
+    with sandbox.session(png) as s:
+        assert ok(s.run(check)).stdout == f"{KNOWN_RGB} (32, 24)\n"
+    other = make_image().resize((40, 30))  # another image right after: no stale copy
+    other.putpixel(KNOWN_XY, (250, 1, 2))
+    with sandbox.session(png_bytes(other)) as s:
+        assert ok(s.run(check)).stdout == "(250, 1, 2) (40, 30)\n"
+
+
+def test_a_jpeg_is_its_own_input_image_jpg(sandbox: Sandbox) -> None:
+    buf = io.BytesIO()
+    make_image().save(buf, format="JPEG", quality=80)
+    jpeg = buf.getvalue()
+    with sandbox.session(jpeg) as s:
+        r = ok(s.run("import hashlib\n"
+                     "print(hashlib.sha256(open('input_image.jpg', 'rb').read()).hexdigest(), "
+                     "type(input_image).__name__, input_image.mode)"))
+    assert r.stdout == f"{hashlib.sha256(jpeg).hexdigest()} Image RGB\n"
+
+
+@pytest.mark.skipif(BWRAP_UNAVAILABLE is not None, reason="bwrap cannot run here")
+def test_jail_refuses_an_image_beyond_the_memory_limit() -> None:
+    # A PNG whose header claims 9000 x 9000 pixels (324 MB decoded): refused before decoding.
+    png = bytearray(png_bytes(Image.new("RGB", (1, 1))))
+    png[16:24] = (9000).to_bytes(4, "big") * 2  # IHDR width and height
+    png[29:33] = zlib.crc32(bytes(png[12:29])).to_bytes(4, "big")
+    with Sandbox(timeout=10.0, mode="bwrap", memory_mb=300) as sb, sb.session(bytes(png)) as s:
+        with pytest.raises(RuntimeError, match="does not fit in the sandbox's memory limit"):
+            s.run("print(1)")
 
 
 def test_plt_show_captures_all_figures(session: Session) -> None:
@@ -302,8 +348,8 @@ def test_close_kills_everything(sandbox: Sandbox,
         assert soon(lambda: not alive(child))
         assert not alive(pid) and not os.path.exists(scratch)
         assert not Path(f"/proc/{pid}").exists()  # reaped, not a zombie
-    else:  # the jail lives on for the next session: init, jail and a fresh standby worker
-        assert soon(lambda: len(jail_procs(pid)) == 3) and alive(pid)
+    else:  # the jail lives on for the next session: init and jail, nothing else
+        assert soon(lambda: len(jail_procs(pid)) == 2) and alive(pid)
         assert child not in jail_procs(pid).values()
     with pytest.raises(RuntimeError):
         s.run("1")
