@@ -5,6 +5,8 @@ Usage errors exit with code 2 and one line on stderr; run failures exit with 1.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shlex
 import sys
@@ -23,6 +25,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Verified training data for models that think with images through code.")
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 out = Console()
+# The dataset was published but holds fewer rows than --n asked for (see `datagen build`).
+EXIT_SHORT = 3
 
 
 @app.callback()
@@ -140,14 +144,29 @@ def build(
     resume: Annotated[bool, typer.Option(help="Continue the build in --out.")] = False,
     config: Annotated[Path | None, typer.Option(
         help="YAML file of options (same names); the command line wins.")] = None,
+    runner: Annotated[str, typer.Option(
+        help="Where shards are built: local (a process pool) or dask (needs the dask extra).",
+    )] = "local",
+    address: Annotated[str | None, typer.Option(
+        help="Dask scheduler for --runner dask, e.g. tcp://10.0.0.5:8786 (default: a local "
+             "cluster of --workers processes).")] = None,
+    quiet: Annotated[bool, typer.Option(
+        help="No progress bar and no summary table; warnings and errors only.")] = False,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON line (out, rows, files, stats) on stdout and nothing "
+                       "else there.")] = False,
 ) -> None:
-    """Build a verified dataset folder (Hugging Face layout) in --out."""
+    """Build a verified dataset folder (Hugging Face layout) in --out.
+
+    Exit codes: 0 done, 1 the run failed, 2 bad options, 3 published fewer rows than --n.
+    """
     from datagen.config import BuildConfig
     from datagen.errors import UsageError
     from datagen.publish import check_sources
     from datagen.shards import prepare_output
 
     p = _with_config_file(ctx, config) if config is not None else dict(ctx.params)
+    run_opts = {k: p.pop(k) for k in ("runner", "address", "quiet", "json_out")}
     if p["overwrite"] and p["resume"]:
         raise UsageError("--overwrite and --resume exclude each other; pick one")
     options = {k: v for k, v in p.items()
@@ -169,12 +188,22 @@ def build(
 
         check_push(p["push"])
     prepare_output(cfg, overwrite=p["overwrite"], resume=p["resume"])
+    show_progress = not (run_opts["quiet"] or run_opts["json_out"]) and out.is_terminal
+    if show_progress or run_opts["quiet"] or run_opts["json_out"]:
+        # Prefect's console logs would tear the bar or clutter scripts; its API logs stay.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     _prefect_defaults()
-    from flows.build import build as build_flow
+    from flows.build import run_build
 
-    report = build_flow(cfg)
+    with _progress(cfg, show_progress):
+        report = run_build(cfg, run_opts["runner"], run_opts["address"])
     s = report.stats
-    out.print(_summary_table(report))
+    if run_opts["json_out"]:
+        sys.stdout.write(json.dumps({"out": str(report.out), "rows": report.by_split,
+                                     "requested": cfg.n, "files": report.files, "stats": s},
+                                    sort_keys=True, default=str) + "\n")
+    elif not run_opts["quiet"]:
+        out.print(_summary_table(report))
     if any(s.get(k) and s[k]["budget_spent"] for k in ("llm", "weak")):
         err.print(f"stopped early: --max-cost {cfg.max_cost:g} USD was spent; finished shards "
                   "were published (resume with a larger --max-cost to continue; paid calls are "
@@ -187,7 +216,57 @@ def build(
         from datagen.hub import push_folder
 
         url = push_folder(cfg.out, p["push"], private=p["private"])
-        out.print(f"pushed {cfg.out} to {p['push']}: {url}", markup=False)
+        (err if run_opts["json_out"] else out).print(f"pushed {cfg.out} to {p['push']}: {url}",
+                                                     markup=False)
+    if any(rows < cfg.n for rows in report.by_split.values()):
+        raise typer.Exit(EXIT_SHORT)
+
+
+def _progress(cfg: Any, show: bool) -> contextlib.AbstractContextManager[object]:
+    """A live progress bar over the build's shards when ``show``, else nothing."""
+    if not show:
+        return contextlib.nullcontext()
+    from datagen.progress import BuildProgress
+
+    return BuildProgress(cfg, out)
+
+
+@app.command()
+def deploy(
+    root: Annotated[Path, typer.Option(
+        help="Folder that holds one dataset folder per deployment.")] = Path("data/scheduled"),
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", help="Serve only this deployment (repeatable): nightly-rl, weekly-sft.",
+    )] = None,
+    limit: Annotated[int, typer.Option(help="Flow runs at once on this machine.")] = 1,
+    pool: Annotated[str | None, typer.Option(
+        help="Register the deployments (and shard-range) with this work pool and return, "
+             "instead of serving them here.")] = None,
+) -> None:
+    """Serve the scheduled builds on the Prefect server at PREFECT_API_URL until stopped.
+
+    With --pool, register them with a work pool instead; its workers run them.
+    """
+    from datagen.errors import UsageError
+
+    _prefect_defaults()
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise UsageError("deploy needs a Prefect server that keeps the schedules: start one "
+                         "(prefect server start) and set PREFECT_API_URL, e.g. "
+                         "http://127.0.0.1:4200/api")
+    if limit < 1:
+        raise UsageError(f"--limit: must be a positive whole number (got {limit})")
+    if pool:
+        from flows.deploy import deploy_to_pool
+
+        ids = deploy_to_pool(pool, root, only)
+        out.print(f"{len(ids)} deployments registered with work pool {pool!r}", markup=False)
+        return
+    from flows.deploy import serve_deployments
+
+    serve_deployments(root, only, limit)
 
 
 def _summary_table(report: Any) -> Table:

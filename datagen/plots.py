@@ -34,8 +34,9 @@ FUNNEL = ("generated", "executed", "verified", "deduped", "published")
 _DROPPED_AT = {
     **dict.fromkeys(("exec_error", "timeout", "crashed", "format", "api_error"), "executed"),
     **dict.fromkeys(("no_answer", "turn_limit", "ungrounded", "wrong_answer"), "verified"),
-    **dict.fromkeys(("duplicate", "near_duplicate", "text_near_duplicate", "split_overlap",
-                     "contaminated"), "deduped"),
+    **dict.fromkeys(("duplicate", "exact_duplicate", "image_near_duplicate", "near_duplicate",
+                     "text_near_duplicate", "split_overlap", "contaminated", "trivial"),
+                    "deduped"),
 }
 _DIFFICULTIES = ("easy", "medium", "hard")
 _MAX_TYPES = 40  # task types drawn one bar each; the rest are summed as "other"
@@ -115,6 +116,11 @@ def summarize(published: PublishedSet) -> SetSummary:
     part = _split_stats(published.stats(), published.config)
     if part is not None and isinstance(part.get("reject_reasons"), dict):
         s.reject_reasons = {str(k): int(v) for k, v in part["reject_reasons"].items()}
+        # Rows removed when publishing (duplicates, overlap, contamination) are counted apart.
+        removed = ((published.stats() or {}).get("removed_by_split") or {}).get(
+            published.config) or {}
+        for reason, n in removed.items():
+            s.reject_reasons[str(reason)] = s.reject_reasons.get(str(reason), 0) + int(n)
         verified = part.get("verified")
         s.funnel = _funnel(s.rows, s.reject_reasons,
                            int(verified) if isinstance(verified, int) else None)

@@ -111,9 +111,14 @@ def _dedup(cfg: BuildConfig, split: str, shards: list[ShardSummary]) -> dict[int
     if loaded is not None:
         old, meta = loaded
         done = list(meta.get("shards", []))
-        if meta.get("content_key") == cfg.content_key() and order[:len(done)] == done:
-            index = old
-            decisions = {int(k): v for k, v in meta["decisions"].items()}
+        saved = {int(k): v for k, v in meta["decisions"].items()}
+        if meta.get("content_key") == cfg.content_key():
+            if order[:len(done)] == done:
+                index, decisions = old, saved
+            elif done[:len(order)] == order:
+                # A row's fate depends only on the rows before it, so an earlier shard's
+                # decisions stand (the planner asks about such prefixes when it replays).
+                return {k: saved[k] for k in order}
     new = [s for s in shards if s.index not in decisions]
     if new:
         reasons = index.admit(Signatures.concat([shard_signatures(cfg, s.index) for s in new]))
@@ -249,8 +254,22 @@ def shards_to_build(cfg: BuildConfig, done: Mapping[int, ShardSummary]) -> list[
     """The shard indices to build next so that every split can publish ``cfg.n`` rows.
 
     Empty when the finished shards are enough, or when a split has built ``4 ×`` the shards it
-    was expected to need (its tasks mostly fail: publishing what there is beats looping).
+    was expected to need (its tasks mostly fail: publishing what there is beats looping). The
+    planning rounds are replayed from the first over the finished shards, so a resumed build
+    first finishes the round it was stopped in and then plans exactly the shards an
+    uninterrupted build would have (same shards, same funnel, same rejects).
     """
+    replayed: dict[int, ShardSummary] = {}
+    while True:
+        todo = _next_round(cfg, replayed)
+        missing = [i for i in todo if i not in done]
+        if missing or not todo:
+            return missing
+        replayed.update((i, done[i]) for i in todo)
+
+
+def _next_round(cfg: BuildConfig, done: Mapping[int, ShardSummary]) -> list[int]:
+    """One planning round: the shards to add to ``done`` (see ``shards_to_build``)."""
     chosen = _select(cfg, list(done.values())) if done else {}
     todo: list[int] = []
     for split in cfg.splits():
@@ -289,6 +308,7 @@ def publish(cfg: BuildConfig, shards: list[ShardSummary],
     try:
         for split, sel in chosen.items():
             files[split] = _write_split(cfg, split, sel.picked, staging)
+            pa.default_memory_pool().release_unused()  # arrow keeps freed buffers otherwise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -309,6 +329,7 @@ def publish(cfg: BuildConfig, shards: list[ShardSummary],
     stats.update(_weak_stats(cfg, shards, budget_spent))
     write_text(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True))
     stats["plots"] = _plots(out, chosen)  # drawn from the folder, this stats.json included
+    pa.default_memory_pool().release_unused()
     write_text(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True))
     info_yaml = _dataset_info_yaml({split: [out / f for f in files[split]] for split in chosen})
     write_text(out / "README.md", render("card.md.j2", folder="data_cards", s=stats,

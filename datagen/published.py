@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datagen.errors import UsageError
@@ -92,9 +93,15 @@ class PublishedSet:
                         start += 1
                 continue
             if local:
-                table = parquet.read().take(local)
-                for i, row in zip(local, table.to_pylist(), strict=True):
-                    yield start + i, row
+                # Batch by batch, so a sample of a large file never holds all of its images.
+                want, offset = set(local), 0
+                for batch in parquet.iter_batches(batch_size=_BATCH):
+                    hit = [k for k in range(batch.num_rows) if offset + k in want]
+                    if hit:
+                        rows = batch.take(pa.array(hit, pa.int64())).to_pylist()
+                        for k, row in zip(hit, rows, strict=True):
+                            yield start + offset + k, row
+                    offset += batch.num_rows
             start += n
 
     def rejects(self) -> list[dict[str, Any]]:

@@ -144,6 +144,8 @@ def prepare_output(cfg: BuildConfig, overwrite: bool, resume: bool) -> None:
                                 "build or --overwrite to replace it")
     try:
         shard_dir(out).mkdir(parents=True, exist_ok=True)
+        for tmp in shard_dir(out).glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)  # half-written by a build that was killed
         write_text(manifest_path, json.dumps({
             "content_key": cfg.content_key(),
             "options": cfg.model_dump(mode="json", exclude={"command", "workers", "n", "out"}),

@@ -1,9 +1,15 @@
 """The build flow: plan shards, build them in parallel, top up until ``n`` rows, publish.
 
-Prefect adds retries, observability and logs around the library's plain functions. The heavy
-work of a shard runs in a process pool (one process per core), not in Prefect's threads: a shard
-renders charts and drives sandboxes for many samples, so one Prefect task per shard keeps
-Prefect's per-task cost (~20–120 ms) negligible.
+Prefect adds retries, caching, observability and logs around the library's plain functions. The
+heavy work of a shard runs in a process pool (one process per core), not in Prefect's threads: a
+shard renders charts and drives sandboxes for many samples, so one Prefect task per shard keeps
+Prefect's per-task cost (~20–120 ms) negligible. On a Dask cluster (``run_build(...,
+runner="dask")``) the shard runs on the Dask worker itself, one shard per worker thread.
+
+Resume rests on the shard files: a shard with a completion marker is never rebuilt. The shard
+task is also cached by Prefect on the shard key (content key, index, output folder) with its
+result persisted under ``OUT/.datagen/prefect-results``, so a rerun shows it as Cached; a cached
+result is trusted only when the shard's files are still there, else the shard is rebuilt.
 
 With an LLM teacher and ``--max-cost``, the worker processes share one spending counter; once it
 is spent a shard stops (unwritten; its paid calls stay in the response cache), no new shard is
@@ -13,112 +19,219 @@ planned, and what the finished shards verified is published.
 from __future__ import annotations
 
 import functools
-import math
+import hashlib
 import os
+import re
+import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any, Literal
 
 from prefect import Task, flow, get_run_logger, task, unmapped
-from prefect.cache_policies import NO_CACHE
+from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import TaskRun
+from prefect.context import TaskRunContext
+from prefect.futures import PrefectFuture
 from prefect.states import State
 
 from datagen.config import BuildConfig
-from datagen.errors import DatagenError
-from datagen.publish import PublishReport, count_publishable, publish
+from datagen.errors import DatagenError, RunError, UsageError
+from datagen.publish import PublishReport, publish, shards_to_build
+from datagen.run_summary import RunFacts, render_run_summary
 from datagen.sandbox import forkserver_context
 from datagen.shards import ShardSummary, completed_shards, run_shard
 from datagen.teachers import BudgetSpent
 from datagen.teachers.chat_api import share_spending, spent
 
-__all__ = ["build", "build_shard"]
+__all__ = ["Runner", "artifact_key", "build", "build_shard", "build_shards", "run_build",
+           "shard_cache_key"]
 
-# Shards with no single verified row (all rejected) must not loop the top-up forever.
-_MAX_SHARD_FACTOR = 4
+Runner = Literal["local", "dask"]
 
 
 @functools.cache
-def _pool(workers: int) -> tuple[ProcessPoolExecutor, Any]:
-    """The shard pool and the spending counter its processes share."""
+def _spending() -> Any:
+    """The USD counter that this process and its pool's processes share."""
+    value = forkserver_context().Value("d", 0.0)
+    share_spending(value)  # this process reads it too
+    return value
+
+
+@functools.cache
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """The shard pool of this process (made again if a worker died, see ``build_shard``)."""
     # forkserver: workers start clean (no Prefect threads copied into them); taking the context
     # from the sandbox keeps its preload, so sandboxes in this process start warm too.
-    ctx = forkserver_context()
-    spending = ctx.Value("d", 0.0)
-    share_spending(spending)  # this process reads it too
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=share_spending,
-                               initargs=(spending,)), spending
+    return ProcessPoolExecutor(workers, mp_context=forkserver_context(),
+                               initializer=share_spending, initargs=(_spending(),))
 
 
 def _run_shard(cfg: BuildConfig, index: int, key: str | None) -> ShardSummary:
-    # The pool's processes may predate the key (they inherit the forkserver's environment), so
-    # it travels with the call, in memory only.
+    # The pool's processes (or a Dask worker) may predate the key, so it travels with the call,
+    # in memory only.
     if key:
         os.environ["OPENAI_API_KEY"] = key
     return run_shard(cfg, index)
 
 
-def _worth_retrying(task: Task[..., Any], run: TaskRun, state: State[Any]) -> bool:
-    """Retry a shard after a crash, never after a one-line error (bad key, bad option)."""
-    data = state.data
-    return not isinstance(getattr(data, "result", data), DatagenError)
-
-
-@task(name="build-shard", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE,
-      retry_condition_fn=_worth_retrying)
-def build_shard(cfg: BuildConfig, index: int) -> ShardSummary | None:
-    """Build one shard in the process pool; None when the budget ran out before it finished."""
+def _on_dask_worker() -> bool:
+    distributed = sys.modules.get("distributed")  # a Dask worker has it loaded; else no import
+    if distributed is None:
+        return False
     try:
-        key = os.environ.get("OPENAI_API_KEY") if cfg.teacher == "openai" else None
-        summary = _pool(cfg.workers)[0].submit(_run_shard, cfg, index, key).result()
-    except BudgetSpent:
-        get_run_logger().info("shard %d: stopped, --max-cost %g USD spent", index, cfg.max_cost)
-        return None
+        distributed.get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def _worth_retrying(task: Task[..., Any], run: TaskRun, state: State[Any]) -> bool:
+    """Retry a shard after a crash; never after a one-line error or a spent budget."""
+    data = state.data
+    return not isinstance(getattr(data, "result", data), (DatagenError, BudgetSpent))
+
+
+def shard_cache_key(context: TaskRunContext | None, parameters: dict[str, Any]) -> str:
+    """Prefect's cache key of a shard: its content key, index and output folder."""
+    cfg: BuildConfig = parameters["cfg"]
+    where = hashlib.sha256(str(cfg.out.resolve()).encode()).hexdigest()[:12]
+    return f"datagen-shard-{cfg.content_key()}-{parameters['index']:05d}-{where}"
+
+
+@task(name="build-shard", retries=2, retry_delay_seconds=[2, 10], cache_key_fn=shard_cache_key,
+      persist_result=True, retry_condition_fn=_worth_retrying)
+def build_shard(cfg: BuildConfig, index: int) -> ShardSummary:
+    """Build one shard, in the process pool or, on a Dask worker, right there.
+
+    Raises ``BudgetSpent`` (nothing written, nothing cached) when ``--max-cost`` ran out first.
+    """
+    key = os.environ.get("OPENAI_API_KEY") if cfg.teacher == "openai" or cfg.weak_model else None
+    if _on_dask_worker():
+        summary = _run_shard(cfg, index, key)
+    else:
+        pool = _pool(cfg.workers)
+        try:
+            summary = pool.submit(_run_shard, cfg, index, key).result()
+        except BrokenProcessPool:
+            # A worker was killed (OOM, a signal): the retry gets a new pool. Shards that ran
+            # beside it fail too; the first of them to get here replaces the pool.
+            if _pool(cfg.workers) is pool:
+                _pool.cache_clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise
     get_run_logger().info(
         "shard %d: %d/%d tasks verified in %.1f s", index, summary.kept, summary.tasks,
         summary.seconds)
     return summary
 
 
-def _initial_shards(cfg: BuildConfig) -> int:
-    per_shard = cfg.shard_size * cfg.questions_per_scene
-    # Expect ~90 % of the tasks to verify; a top-up round covers the rest.
-    return max(1, math.ceil(cfg.n / (0.9 * per_shard)))
+def _results(cfg: BuildConfig) -> Path:
+    """Where the shard task's persisted results (its Prefect cache) live: inside the build."""
+    return (cfg.out / ".datagen" / "prefect-results").resolve()
+
+
+def _gather(futures: list[PrefectFuture[ShardSummary]]) -> tuple[list[ShardSummary], bool]:
+    """The shards the futures built, and whether one stopped on a spent budget."""
+    built: list[ShardSummary] = []
+    budget_spent = False
+    for future in futures:
+        try:
+            built.append(future.result())
+        except BudgetSpent:
+            budget_spent = True
+    return built, budget_spent
+
+
+def build_shards(cfg: BuildConfig, todo: list[int]) -> tuple[dict[int, ShardSummary], bool]:
+    """Build the shards ``todo`` (inside a flow); the finished shards on disk, the budget flag."""
+    log = get_run_logger()
+    shard_task = build_shard.with_options(result_storage=_results(cfg))
+    built, budget_spent = _gather(shard_task.map(unmapped(cfg), todo))
+    on_disk = completed_shards(cfg)
+    # The files are the truth: a cached result whose shard is gone (a folder cleaned by hand,
+    # --overwrite) is built again, this time skipping the cache.
+    stale = [s.index for s in built if s.index not in on_disk]
+    if stale:
+        log.warning("rebuilding %d shards whose cached results have no files: %s", len(stale),
+                    stale)
+        again, spent_again = _gather(
+            shard_task.with_options(refresh_cache=True).map(unmapped(cfg), stale))
+        budget_spent = budget_spent or spent_again
+        on_disk = completed_shards(cfg)
+        missing = [s.index for s in again if s.index not in on_disk]
+        if missing:
+            raise RunError(f"shards {missing} were built but their files are not in "
+                               f"{cfg.out}; is --out on a disk every worker shares?")
+    return on_disk, budget_spent
 
 
 @flow(name="datagen-build", log_prints=True)
 def build(cfg: BuildConfig) -> PublishReport:
     """Build ``cfg.n`` verified rows into ``cfg.out``, resuming finished shards."""
     log = get_run_logger()
+    started = time.monotonic()
     done = completed_shards(cfg)
+    reused = set(done)
     if done:
         log.info("resuming: %d shards already finished", len(done))
-    planned = max(_initial_shards(cfg), max(done, default=-1) + 1)
-    limit = _MAX_SHARD_FACTOR * _initial_shards(cfg)
-    spending = _pool(cfg.workers)[1]
+    spending = _spending()
     with spending.get_lock():
         spending.value = 0.0  # --max-cost bounds what this run pays for new calls
     budget_spent = False
-    while True:
-        todo = [i for i in range(planned) if i not in done]
-        log.info("building %d shards (%d finished of %d planned)", len(todo), len(done), planned)
-        for future in build_shard.map(unmapped(cfg), todo):
-            summary = future.result()
-            if summary is None:
-                budget_spent = True
-            else:
-                done[summary.index] = summary
-        shards = [done[i] for i in sorted(done)]
-        have = count_publishable(cfg, shards)
-        if have >= cfg.n:
+    # The planner stops when every split can publish n rows, or when a split has built 4x the
+    # shards it was expected to need (publishing what there is beats looping).
+    while todo := shards_to_build(cfg, done):
+        log.info("building %d shards (%d finished)", len(todo), len(done))
+        done, spent_now = build_shards(cfg, todo)
+        budget_spent = budget_spent or spent_now or bool(
+            cfg.max_cost and spent() >= cfg.max_cost)
+        if budget_spent:
+            log.info("--max-cost %g USD spent: publishing what is verified", cfg.max_cost)
             break
-        budget_spent = budget_spent or bool(cfg.max_cost and spent() >= cfg.max_cost)
-        if planned >= limit or budget_spent:
-            if budget_spent:
-                log.info("--max-cost %g USD spent: publishing what is verified", cfg.max_cost)
-            break
-        rows_per_shard = max(1.0, sum(s.kept for s in shards) / len(shards))
-        planned += max(1, math.ceil((cfg.n - have) / rows_per_shard))
-        log.info("%d of %d rows so far; topping up to %d shards", have, cfg.n, planned)
     report = publish(cfg, [done[i] for i in sorted(done)], budget_spent=budget_spent)
     log.info("published %d rows to %s", report.rows, report.out)
+    new = [s for i, s in done.items() if i not in reused]
+    facts = RunFacts(seconds=time.monotonic() - started, shards_built=len(new),
+                     shards_reused=len(done) - len(new), verified_built=sum(s.kept for s in new),
+                     runner="dask" if _dask_runner_active() else "local")
+    create_markdown_artifact(markdown=render_run_summary(report.stats, facts),
+                             key=artifact_key(cfg), description=f"datagen build of {cfg.out}")
     return report
+
+
+def artifact_key(cfg: BuildConfig) -> str:
+    """The key of a build's run-summary artifact (lowercase, digits and dashes, as Prefect asks)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", cfg.out.resolve().name.lower()).strip("-") or "out"
+    return f"datagen-{slug}"
+
+
+def _dask_runner_active() -> bool:
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return ctx is not None and type(ctx.task_runner).__name__ == "DaskTaskRunner"
+
+
+def run_build(cfg: BuildConfig, runner: Runner = "local",
+              address: str | None = None) -> PublishReport:
+    """Run the build flow on this machine's process pool or on a Dask cluster.
+
+    ``runner="dask"`` without ``address`` starts a local Dask cluster of ``cfg.workers``
+    processes; with one (``tcp://host:8786``) it uses that cluster, whose workers must see
+    ``cfg.out`` at the same path and reach the Prefect server named by ``PREFECT_API_URL``.
+    """
+    if runner == "local":
+        if address:
+            raise UsageError("--address names a Dask scheduler; add --runner dask")
+        return build(cfg)
+    if runner != "dask":
+        raise UsageError(f"--runner {runner!r}: choose local or dask")
+    from flows.dask import dask_task_runner, prefect_api_for_dask
+
+    if cfg.max_cost:
+        raise UsageError("--max-cost needs --runner local: its spending counter is shared by "
+                         "the processes of one machine only")
+    with prefect_api_for_dask(address):
+        return build.with_options(task_runner=dask_task_runner(cfg, address))(cfg)

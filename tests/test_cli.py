@@ -62,7 +62,7 @@ def test_build_end_to_end_then_resume(tmp_path: Path) -> None:
             "--resume"]
     res = datagen(*args, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "30 rows published" in res.stdout
+    assert "30 sft rows published" in res.stdout
     ds = datasets.load_dataset(str(out), "sft", split="train")
     assert len(ds) == 30 and ds[0]["images"][0].mode in ("RGB", "RGBA")
     markers = {p: p.stat().st_mtime_ns for p in (out / ".datagen" / "shards").glob("*.done.json")}
@@ -88,3 +88,18 @@ def test_push_without_a_token_fails_before_any_work(tmp_path: Path, repo: str,
     res = datagen("build", "--out", str(out), "--push", repo, env=env)
     assert res.returncode == 2 and message in res.stderr, res.stderr
     assert "Traceback" not in res.stderr and not out.exists()
+
+
+def test_split_all_from_the_command_line_then_validate(tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "both"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    res = datagen("build", "--split", "all", "--n", "8", "--families", "geometry",
+                  "--shard-size", "2", "--out", str(out), "--json", env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout)  # --json: one JSON line and nothing else on stdout
+    assert summary["rows"] == {"sft": 8, "rl": 8}
+    assert set(summary["stats"]["splits"]) == {"sft", "rl"}
+    res = datagen("validate", str(out), env=env, timeout=120)
+    assert res.returncode == 0 and "8 sft rows, 8 rl rows" in res.stdout, res.stdout

@@ -45,3 +45,129 @@ def test_flow_builds_then_extends_a_build_without_redoing_shards(tmp_path: Path)
     # Same seed, same options: the smaller build is exactly the start of the bigger one.
     assert big["id"][:20] == small["id"]
     assert len(set(big["id"])) == 45
+
+
+def _client():  # noqa: ANN202
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def _artifact(cfg: BuildConfig) -> str:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.build import artifact_key
+
+    with _client() as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key(cfg)])))
+    assert found, "no run-summary artifact on the server"
+    latest = max(found, key=lambda a: a.created)
+    assert latest.type == "markdown"
+    return str(latest.data)
+
+
+def test_each_run_publishes_a_markdown_summary_on_the_server(tmp_path: Path) -> None:
+    cfg = BuildConfig(n=12, out=tmp_path / "summary-out", families=("chart", "geometry"),
+                      shard_size=2, questions_per_scene=3, workers=2, cell_timeout=10.0)
+    prepare_output(cfg, overwrite=False, resume=False)
+    report = build(cfg)
+    page = _artifact(cfg)
+    assert page.startswith(f"# datagen build: {report.rows} SFT rows")
+    for needle in ("| chart |", "| geometry |", "| tasks posed |", "| verified |",
+                   "verified samples/hour", "sandbox mode", "runner | local", "reused"):
+        assert needle in page, needle
+    for task_type in report.stats.get("by_task_type") or \
+            report.stats["splits"]["sft"]["by_task_type"]:
+        assert f"`{task_type}`" in page
+
+
+def test_a_cached_shard_whose_files_are_gone_is_built_again(tmp_path: Path) -> None:
+    import shutil
+
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    cfg = BuildConfig(n=6, out=tmp_path / "cached", shard_size=2, questions_per_scene=3,
+                      workers=1, cell_timeout=10.0)
+    prepare_output(cfg, overwrite=False, resume=False)
+    first = build(cfg)
+    rows = _load(cfg.out)["id"]
+    # The Prefect cache (persisted results) survives, the shard files do not: the cache alone
+    # must not be trusted.
+    shutil.rmtree(cfg.out / ".datagen" / "shards")
+    (cfg.out / ".datagen" / "shards").mkdir()
+    again = build(cfg)
+    assert again.rows == first.rows == 6
+    assert len(completed_shards(cfg)) == 2  # both rebuilt: n=6 plans two shards
+    assert _load(cfg.out)["id"] == rows
+    with _client() as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(
+            name=TaskRunFilterName(like_="build-shard")))
+    states = {r.state_name for r in runs}
+    assert "Cached" in states  # the second build hit the cache, then rebuilt the shard
+
+
+def test_the_same_flow_on_a_local_dask_cluster_gives_the_same_rows(tmp_path: Path) -> None:
+    pytest.importorskip("prefect_dask")
+    from flows.build import run_build
+
+    cfg = BuildConfig(n=8, out=tmp_path / "local", shard_size=2, questions_per_scene=3,
+                      workers=1, cell_timeout=10.0)
+    on_dask = cfg.model_copy(update={"out": tmp_path / "dask"})
+    for c in (cfg, on_dask):
+        prepare_output(c, overwrite=False, resume=False)
+    run_build(cfg)
+    report = run_build(on_dask, runner="dask")
+    assert report.rows == 8
+    assert _load(on_dask.out)["id"] == _load(cfg.out)["id"]
+    assert "runner | dask" in _artifact(on_dask)
+
+
+def test_dask_runner_options_are_checked_before_any_work(tmp_path: Path) -> None:
+    from datagen.errors import UsageError
+    from flows.build import run_build
+
+    cfg = BuildConfig(n=2, out=tmp_path / "never", workers=1)
+    with pytest.raises(UsageError, match="--runner dask"):
+        run_build(cfg, runner="local", address="tcp://127.0.0.1:8786")
+    with pytest.raises(UsageError, match="choose local or dask"):
+        run_build(cfg, runner="ray")
+    with pytest.raises(UsageError, match="--address 'localhost:8786'"):
+        run_build(cfg, runner="dask", address="localhost:8786")
+    costly = cfg.model_copy(update={"max_cost": 1.0})
+    with pytest.raises(UsageError, match="--max-cost needs --runner local"):
+        run_build(costly, runner="dask")
+    assert not cfg.out.exists()
+
+
+def test_a_shard_whose_worker_is_killed_is_retried_in_a_new_pool(tmp_path: Path) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    from flows.build import _pool
+
+    cfg = BuildConfig(n=6, out=tmp_path / "killed", shard_size=6, questions_per_scene=1,
+                      workers=1, cell_timeout=10.0)
+    prepare_output(cfg, overwrite=False, resume=False)
+    pool = _pool(1)
+    killed: list[int] = []
+
+    def kill_the_worker() -> None:
+        # The first shard of the pool's process dies a second in, as under the OOM killer.
+        deadline = time.monotonic() + 60
+        while not pool._processes and time.monotonic() < deadline:  # started on first submit
+            time.sleep(0.05)
+        time.sleep(1.0)
+        for pid in list(pool._processes):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    killer = threading.Thread(target=kill_the_worker, daemon=True)
+    killer.start()
+    report = build(cfg)
+    killer.join()
+    assert killed and report.rows == 6
+    assert _pool(1) is not pool  # the retry ran in a fresh pool
+    assert len(completed_shards(cfg)) == 2  # n=6 plans two shards of 6 tasks

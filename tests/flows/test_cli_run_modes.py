@@ -1,0 +1,98 @@
+"""How `datagen build` reports a run: progress bar on a terminal, --json, --quiet, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.flows.prefect_server import PrefectServer, prefect_server
+
+_SMALL = ["build", "--n", "6", "--shard-size", "2", "--workers", "1", "--cell-timeout", "10"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    with prefect_server(tmp_path_factory.mktemp("prefect-home")) as running:
+        yield running
+
+
+def _datagen(server: PrefectServer, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "datagen.cli", *args], env=server.env,
+                          capture_output=True, text=True, timeout=240)
+
+
+def test_json_prints_one_line_of_stats_and_nothing_else(server: PrefectServer,
+                                                        tmp_path: Path) -> None:
+    out = tmp_path / "j"
+    res = _datagen(server, *_SMALL, "--out", str(out), "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.splitlines()
+    assert len(lines) == 1, res.stdout
+    summary = json.loads(lines[0])
+    assert summary["rows"] == {"sft": 6} and summary["requested"] == 6
+    assert summary["out"] == str(out) and summary["files"] == ["data/sft-00000-of-00001.parquet"]
+    assert summary["stats"] == json.loads((out / "stats.json").read_text())
+    assert "INFO" not in res.stderr  # Prefect's console logs are held back for scripts
+
+
+def test_quiet_prints_nothing_on_success(server: PrefectServer, tmp_path: Path) -> None:
+    res = _datagen(server, *_SMALL, "--out", str(tmp_path / "q"), "--quiet")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout == "" and res.stderr == ""
+
+
+def test_fewer_rows_than_asked_exits_3_and_says_so(server: PrefectServer,
+                                                   tmp_path: Path) -> None:
+    # Every cell times out, so nothing verifies: the build publishes an empty set, exit 3.
+    res = _datagen(server, "build", "--n", "2", "--shard-size", "1", "--questions-per-scene",
+                   "1", "--workers", "1", "--cell-timeout", "0.001", "--out",
+                   str(tmp_path / "short"), "--json")
+    assert res.returncode == 3, res.stderr[-3000:]
+    assert json.loads(res.stdout)["rows"] == {"sft": 0}
+    assert "only 0 of 2 sft rows" in res.stderr
+
+
+def test_a_terminal_gets_a_progress_bar_then_the_summary(server: PrefectServer,
+                                                         tmp_path: Path) -> None:
+    leader, follower = pty.openpty()
+    env = {**server.env, "COLUMNS": "160", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "datagen.cli", *_SMALL, "--out",
+                             str(tmp_path / "tty")], env=env, stdout=follower,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    os.close(follower)
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the child closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(10)
+    os.close(leader)
+    shown = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "building shards" in shown or "publishing" in shown, shown[-2000:]
+    assert "accepted" in shown and "rejected" in shown and "dup" in shown
+    assert "6 sft rows published" in shown  # then the summary table
+    assert b"INFO" not in stderr  # the bar replaces Prefect's console log lines

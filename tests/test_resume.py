@@ -1,0 +1,187 @@
+"""Kill -9 the real `datagen build` at several points, resume it, get the uninterrupted dataset.
+
+Each run is the real CLI in its own process group, reporting to one real Prefect server (so no
+run pays for a temporary server). The first kill comes from outside while shards are being
+built; the ones inside publish come from a driver that SIGKILLs the process at a named point
+(after the staging folder is made, after the data swap, before the card), because publishing
+40 rows takes a few milliseconds and cannot be hit reliably from outside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.flows.prefect_server import PrefectServer, prefect_server
+
+pytestmark = pytest.mark.slow
+
+_ARGS = ["build", "--n", "24", "--shard-size", "4", "--workers", "1", "--cell-timeout", "10"]
+
+# Runs `datagen` and SIGKILLs itself at DATAGEN_KILL_AT inside publish: "staging" (the new data
+# folder exists, not swapped in yet) or a file name (just before publish writes that file).
+_DRIVER = '''
+import os, signal, sys
+import datagen.publish as publish
+
+point = os.environ["DATAGEN_KILL_AT"]
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if point == "staging":
+    real_mode = publish.public_mode
+    def public_mode(path, directory=False):
+        real_mode(path, directory)
+        if directory:
+            die()
+    publish.public_mode = public_mode
+else:
+    real_write = publish.write_text
+    def write_text(path, text):
+        if path.name == point:
+            die()
+        real_write(path, text)
+    publish.write_text = write_text
+
+from datagen.cli import main
+sys.argv = ["datagen", *sys.argv[1:]]
+main()
+'''
+
+
+@dataclass(frozen=True, slots=True)
+class Build:
+    """A `datagen build` running in its own process group, its stderr going to ``log``."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    home = tmp_path_factory.mktemp("prefect-home")
+    with prefect_server(home) as running:
+        yield running
+
+
+def _start(server: PrefectServer, out: Path, *extra: str,
+           kill_at: str | None = None) -> Build:
+    env = {**server.env, "PREFECT_LOGGING_LEVEL": "WARNING"}
+    if kill_at:
+        env["DATAGEN_KILL_AT"] = kill_at
+        cmd = [sys.executable, "-c", _DRIVER]
+    else:
+        cmd = [sys.executable, "-m", "datagen.cli"]
+    # A file, not a pipe, for stderr: the pool and sandboxes of a killed run would hold a pipe.
+    log = out.parent / f"{out.name}.{time.monotonic_ns()}.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([*cmd, *_ARGS, "--out", str(out), *extra], env=env,
+                                stdout=subprocess.DEVNULL, stderr=fh, start_new_session=True)
+    return Build(proc, log)
+
+
+def _finish(build: Build, timeout: float = 240) -> tuple[int, str]:
+    """Wait for the build; its exit code and stderr. Whatever it started dies with it."""
+    proc = build.proc
+    try:
+        proc.wait(timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    return proc.returncode, build.log.read_text(errors="replace")
+
+
+def _markers(out: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in (out / ".datagen" / "shards").glob("*.done.json")}
+
+
+def _killed(build: Build) -> None:
+    """Wait for the build to die by SIGKILL (its pool and sandboxes die with it)."""
+    code, stderr = _finish(build)
+    assert code == -signal.SIGKILL, stderr[-3000:]
+
+
+def _without_timings(stats: object) -> object:
+    """The stats less what legitimately differs between two runs: timings and the command."""
+    if isinstance(stats, dict):
+        return {k: _without_timings(v) for k, v in stats.items()
+                if k not in ("command", "median_cell_seconds")}
+    return stats
+
+
+def _differences(a: object, b: object, path: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str)
+                for d in _differences(a.get(k), b.get(k), f"{path}.{k}")]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"[:300]]
+
+
+def _table(out: Path):  # noqa: ANN202
+    files = sorted((out / "data").glob("*.parquet"))
+    assert files, f"no data in {out}"
+    return pq.read_table(files)
+
+
+def test_killed_anywhere_then_resumed_gives_the_uninterrupted_dataset(
+        server: PrefectServer, tmp_path: Path) -> None:
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    code, stderr = _finish(_start(server, ref))
+    assert code == 0, stderr[-3000:]
+
+    # 1. SIGKILL the whole process group from outside while shards are being built.
+    run = _start(server, out)
+    deadline = time.monotonic() + 180
+    while not _markers(out) and run.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(run.proc.pid, signal.SIGKILL)
+    _killed(run)
+    first = _markers(out)
+    assert first and not (out / "data").exists()
+    for marker in first:  # a shard with a marker is whole
+        rows = pq.read_table(marker.with_name(marker.name.replace(".done.json", ".parquet")))
+        assert rows.num_rows == json.loads(marker.read_text())["kept"]
+
+    # 2-4. Resume, and die inside publish: staged, swapped in, card not yet written.
+    for point in ("staging", "rejects.jsonl", "README.md"):
+        _killed(_start(server, out, "--resume", kill_at=point))
+        assert all(_markers(out)[m] == t for m, t in first.items()), point  # never redone
+
+    # 5. Resume to the end.
+    code, stderr = _finish(_start(server, out, "--resume"))
+    assert code == 0, stderr[-3000:]
+    assert all(_markers(out)[m] == t for m, t in first.items())
+    got, want = _table(out), _table(ref)
+    assert got["id"].to_pylist() == want["id"].to_pylist()
+    assert got["messages"].to_pylist() == want["messages"].to_pylist()
+    assert got.equals(want)
+    # The card's YAML header (configs, features, sizes) is what loaders read.
+    header, ref_header = ((d / "README.md").read_text().split("---")[1] for d in (out, ref))
+    assert header == ref_header
+    stats, ref_stats = (_without_timings(json.loads((d / "stats.json").read_text()))
+                        for d in (out, ref))
+    assert stats == ref_stats, _differences(stats, ref_stats)
+    assert (out / "rejects.jsonl").read_text() == (ref / "rejects.jsonl").read_text()
+
+
+def test_a_killed_build_leaves_no_stale_files_after_resume(
+        server: PrefectServer, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _killed(_start(server, out, kill_at="staging"))
+    code, stderr = _finish(_start(server, out, "--resume"))
+    assert code == 0, stderr[-3000:]
+    stale = [p.name for p in out.iterdir() if p.name.startswith((".data-", ".old-"))]
+    assert not stale, stale
