@@ -102,4 +102,4 @@ def test_split_all_from_the_command_line_then_validate(tmp_path: Path) -> None:
     assert summary["rows"] == {"sft": 8, "rl": 8}
     assert set(summary["stats"]["splits"]) == {"sft", "rl"}
     res = datagen("validate", str(out), env=env, timeout=120)
-    assert res.returncode == 0 and "8 sft rows, 8 rl rows" in res.stdout, res.stdout
+    assert res.returncode == 0 and "ok (8 rl rows, 8 sft rows" in res.stdout, res.stdout
