@@ -52,6 +52,7 @@ from datagen.decontaminate import (
 )
 from datagen.dedup import DUPLICATE_REASONS, DedupIndex, Signatures
 from datagen.errors import RunError
+from datagen.memory import release_memory
 from datagen.records import RL_FEATURES, SFT_FEATURES
 from datagen.rows import rl_table, sft_table
 from datagen.shards import ShardSummary, shard_files, shard_signatures, work_dir
@@ -308,7 +309,6 @@ def publish(cfg: BuildConfig, shards: list[ShardSummary],
     try:
         for split, sel in chosen.items():
             files[split] = _write_split(cfg, split, sel.picked, staging)
-            pa.default_memory_pool().release_unused()  # arrow keeps freed buffers otherwise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -329,7 +329,6 @@ def publish(cfg: BuildConfig, shards: list[ShardSummary],
     stats.update(_weak_stats(cfg, shards, budget_spent))
     write_text(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True))
     stats["plots"] = _plots(out, chosen)  # drawn from the folder, this stats.json included
-    pa.default_memory_pool().release_unused()
     write_text(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True))
     info_yaml = _dataset_info_yaml({split: [out / f for f in files[split]] for split in chosen})
     write_text(out / "README.md", render("card.md.j2", folder="data_cards", s=stats,
@@ -373,6 +372,7 @@ def _write_split(cfg: BuildConfig, split: str, picked: list[Position],
             if written % ROWS_PER_FILE == 0:
                 writer.close()
                 writer = None
+        release_memory()  # one shard's worth at a time, not the whole set (see memory.py)
     if writer is not None:
         writer.close()
     for name in names[written // ROWS_PER_FILE + (written % ROWS_PER_FILE > 0):]:

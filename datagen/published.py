@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datagen.errors import UsageError
+from datagen.memory import release_memory
 
 __all__ = ["PublishedSet", "open_published", "row_images", "row_tolerance"]
 
@@ -91,6 +92,7 @@ class PublishedSet:
                     for row in batch.to_pylist():
                         yield start, row
                         start += 1
+                    release_memory()  # a batch's images at a time (see memory.py)
                 continue
             if local:
                 # Batch by batch, so a sample of a large file never holds all of its images.
@@ -102,6 +104,7 @@ class PublishedSet:
                         for k, row in zip(hit, rows, strict=True):
                             yield start + offset + k, row
                     offset += batch.num_rows
+                    release_memory()
             start += n
 
     def rejects(self) -> list[dict[str, Any]]:
