@@ -236,12 +236,10 @@ class BuildConfig(BaseModel):
         fams = self.families
         return ShardPlace(split, fams[local % len(fams)], local // len(fams))
 
-    def shards_of(self, split: str, start: int = 0) -> Iterator[int]:
-        """The shard indices of ``split``, in order, from ``start`` on."""
+    def shards_of(self, split: str) -> Iterator[int]:
+        """The shard indices of ``split``, in order (see ``locate``)."""
         splits = self.splits()
-        k = splits.index(split)
-        first = start + ((k - start) % len(splits))
-        return itertools.count(first, len(splits))
+        return itertools.count(splits.index(split), len(splits))
 
     def family_of(self, shard: int) -> tuple[str, int]:
         """The family of shard ``shard`` and the shard's number within that family."""

@@ -90,7 +90,6 @@ class _Selection:
     picked: list[Position]  # in shard order
     strict: int  # rows picked within the RL mix's quotas (all of them for SFT)
     removed: list[tuple[Position, str, str]]  # (row, reason, detail)
-    clean: int  # rows that no filter removed
     mix_met: bool = True
 
 
@@ -209,7 +208,7 @@ def _select_split(cfg: BuildConfig, split: str, shards: list[ShardSummary],
                 clean.append((pos, s.difficulties[i]))
     if split == "sft":
         picked = [pos for pos, _ in clean[:cfg.n]]
-        return _Selection(split, picked, len(picked), removed, len(clean))
+        return _Selection(split, picked, len(picked), removed)
     quotas = _quotas(cfg.n, cfg.rl_mix)
     taken: Counter[str] = Counter()
     strict: list[Position] = []
@@ -221,8 +220,7 @@ def _select_split(cfg: BuildConfig, split: str, shards: list[ShardSummary],
         else:
             rest.append(pos)
     picked = sorted(strict + rest[:cfg.n - len(strict)])
-    return _Selection(split, picked, len(strict), removed, len(clean),
-                      mix_met=len(strict) == cfg.n)
+    return _Selection(split, picked, len(strict), removed, mix_met=len(strict) == cfg.n)
 
 
 def _select(cfg: BuildConfig, shards: Sequence[ShardSummary]) -> dict[str, _Selection]:
