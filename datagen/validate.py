@@ -284,7 +284,8 @@ def validate_path(path: Path | str) -> ValidationReport:
     for file in files:
         name = str(file.relative_to(path)) if file != path else file.name
         try:
-            reader = pq.ParquetFile(file)
+            # No read-ahead of every image in the file (see published.py).
+            reader = pq.ParquetFile(file, pre_buffer=False)
         except (OSError, pa.ArrowException) as exc:
             report.problems.append(Problem("columns", f"cannot read the file ({exc})", None,
                                            name))
