@@ -46,7 +46,7 @@ class Scene:
     family: str
     kind: str
     seed: int
-    image: bytes  # PNG
+    image: bytes  # PNG, or JPEG for search scenes
     spec: dict[str, Any]
     difficulty: str
 

@@ -25,7 +25,7 @@ __all__ = ["CellResult", "CellStatus", "LineChannel", "MAX_REPLY_BYTES", "MAX_RE
 CellStatus = Literal["ok", "error", "timeout", "crashed"]
 _STATUSES = ("ok", "error", "timeout", "crashed")
 
-# A reply holds at most max_images PNGs; 64 MiB of JSON is far above any real cell's output.
+# A reply holds at most max_images images (PNG or JPEG); 64 MiB of JSON is far above any real cell's output.
 MAX_REPLY_BYTES = 64 << 20
 # Requests come from the parent (trusted) but carry the raw session image.
 MAX_REQUEST_BYTES = 256 << 20
@@ -54,7 +54,7 @@ def dumps(obj: Any) -> bytes:
 
 
 def result_to_wire(fields: dict[str, Any]) -> dict[str, Any]:
-    """``run_cell``'s dict with its PNG bytes turned into base64 strings."""
+    """``run_cell``'s dict with its image bytes turned into base64 strings."""
     wire = dict(fields)
     wire["images"] = [base64.b64encode(png).decode("ascii") for png in fields["images"]]
     return wire
@@ -97,7 +97,7 @@ def check_result(obj: Any, max_chars: int, max_images: int) -> dict[str, Any]:
 
 
 def result_from_wire(obj: Any, seconds: float, max_chars: int, max_images: int) -> CellResult:
-    """Checked wire fields to a ``CellResult`` (PNG bytes decoded). Raises ValueError."""
+    """Checked wire fields to a ``CellResult`` (image bytes decoded). Raises ValueError."""
     fields = check_result(obj, max_chars, max_images)
     try:
         images = tuple(base64.b64decode(i, validate=True) for i in fields.pop("images"))

@@ -55,6 +55,12 @@ TRUNCATION_MARKER = "... [output truncated]"
 # 1024-px view of a search scene ~4x faster than Pillow's default (level 6) for ~6 % more bytes
 # (a zoomed chart: ~15 % more). Encoding captures was most of a search trace's cost.
 PNG_OPTIONS: dict[str, int] = {"compress_level": 1, "compress_type": zlib.Z_RLE}
+# A captured PIL image with more distinct colours than this (counted at half size) is photo-like
+# (a view of a search scene: 10k+ colours; chart and geometry views, antialiasing included,
+# stay under ~2k) and is stored as JPEG: on a 1024-px search view that is 2 ms and 165 KB
+# against PNG's 31 ms and 761 KB. 4:4:4 keeps thin red boxes and small print crisp.
+PHOTO_COLOURS = 4096
+JPEG_OPTIONS: dict[str, Any] = {"quality": 90, "subsampling": 0}
 _SANDBOX_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _TRACEBACK_MAX_LINES = 40
 _ENV_PASSTHROUGH = ("PATH", "LANG")
@@ -108,11 +114,7 @@ class _Capture:
     def add_pil(self, img: Image.Image) -> None:
         if self._full():
             return
-        if img.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"):
-            img = img.convert("RGB")  # PNG cannot hold e.g. "F" or "CMYK"
-        buf = io.BytesIO()
-        img.save(buf, format="PNG", **PNG_OPTIONS)
-        self.images.append(buf.getvalue())
+        self.images.append(encode_capture(img))
 
     def add_figure(self, fig: Figure) -> None:
         if self._full():
@@ -126,6 +128,25 @@ class _Capture:
             self.dropped += 1
             return True
         return False
+
+
+def encode_capture(img: Image.Image) -> bytes:
+    """A captured image's bytes: JPEG when its pixels are photo-like, PNG (lossless) otherwise."""
+    if img.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"):
+        img = img.convert("RGB")  # PNG cannot hold e.g. "F" or "CMYK"
+    buf = io.BytesIO()
+    if img.mode in ("RGB", "L") and _photo_like(img):
+        img.save(buf, format="JPEG", **JPEG_OPTIONS)
+    else:
+        img.save(buf, format="PNG", **PNG_OPTIONS)
+    return buf.getvalue()
+
+
+def _photo_like(img: Image.Image) -> bool:
+    """More than PHOTO_COLOURS distinct colours at half size (under 1.5 ms on a 1024-px view:
+    counting stops at the limit)."""
+    small = img.reduce(2) if min(img.size) >= 64 else img
+    return small.getcolors(PHOTO_COLOURS) is None
 
 
 def _plt_show(*_args: Any, **_kwargs: Any) -> None:
@@ -413,6 +434,8 @@ def _warm_up() -> None:
         small = Image.new("RGB", (64, 48), (200, 200, 200))
         small.save(io.BytesIO(), format="PNG", **PNG_OPTIONS)
         small.save(io.BytesIO(), format="JPEG", quality=95)
+        noise = np.random.default_rng(0).integers(0, 256, (160, 160, 3), dtype=np.uint8)
+        encode_capture(Image.fromarray(noise))  # the JPEG path of captures
         view = small.resize((128, 96), Image.LANCZOS)
         view.thumbnail((32, 32))
         pen = ImageDraw.Draw(small)

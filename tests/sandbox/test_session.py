@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -173,6 +174,31 @@ def test_pil_show_captures(session: Session) -> None:
     assert [decode(p).size for p in r.images] == [(7, 5), (10, 10)]
     assert decode(r.images[0]).convert("RGB").getpixel((0, 0)) == (1, 2, 3)
     assert r.stdout == "done\n"
+
+
+def test_photo_like_captures_are_jpeg_and_line_art_stays_exact(session: Session) -> None:
+    # A noisy view (like a search scene's) is stored as JPEG close to its pixels; a view with
+    # few colours (like a chart's, antialiased edges included) stays a lossless PNG.
+    r = ok(session.run(
+        "import numpy as np\nfrom PIL import Image, ImageDraw\n"
+        "y, x = np.mgrid[0:300, 0:400]\n"
+        "photo = Image.fromarray(np.dstack([x * 255 // 399, y * 255 // 299,\n"
+        "                                   (x + y) * 255 // 698]).astype(np.uint8))\n"
+        "photo.show()\n"
+        "art = Image.new('RGB', (400, 300), 'white')\n"
+        "ImageDraw.Draw(art).line((0, 0, 399, 299), fill=(200, 30, 30), width=3)\n"
+        "art = art.resize((800, 600), Image.LANCZOS)\nart.show()\n"
+        "print(np.asarray(art).astype(int).sum())"
+    ))
+    photo, art = r.images
+    assert photo[:3] == b"\xff\xd8\xff"
+    y, x = np.mgrid[0:300, 0:400]
+    want = np.dstack([x * 255 // 399, y * 255 // 299, (x + y) * 255 // 698]).astype(float)
+    with Image.open(io.BytesIO(photo)) as im:
+        got = np.asarray(im.convert("RGB")).astype(float)
+    assert got.shape == want.shape
+    assert np.abs(got - want).mean() < 1.5  # lossy, but close to the cell's pixels
+    assert int(np.asarray(decode(art).convert("RGB")).astype(int).sum()) == int(r.stdout)
 
 
 def test_last_line_pil_image(session: Session) -> None:
