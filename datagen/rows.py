@@ -58,8 +58,7 @@ def sft_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
 
     Built column-wise, so no rows still give the full schema (and Image columns survive).
     """
-    columns = {k: [r[k] for r in rows] for k in SFT_FEATURES}
-    return datasets.Dataset.from_dict(columns, features=SFT_FEATURES).data.table
+    return _table(rows, SFT_FEATURES)
 
 
 def rl_row(task: Task, index: int, split: str = "train", weak_pass_rate: float | None = None,
@@ -107,8 +106,15 @@ def rl_row(task: Task, index: int, split: str = "train", weak_pass_rate: float |
 def rl_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     """The RL rows as an arrow table with ``RL_FEATURES`` in its schema metadata (see
     ``sft_table``)."""
-    columns = {k: [r[k] for r in rows] for k in RL_FEATURES}
-    return datasets.Dataset.from_dict(columns, features=RL_FEATURES).data.table
+    return _table(rows, RL_FEATURES)
+
+
+def _table(rows: Sequence[dict[str, Any]], features: datasets.Features) -> pa.Table:
+    # Straight into the features' arrow schema (which carries them as metadata): the same
+    # table and parquet bytes as ``Dataset.from_dict``, ~3x faster, because that also hashes
+    # every image for a fingerprint nobody reads. Rows already hold images as {bytes, path}.
+    columns = {k: [r[k] for r in rows] for k in features}
+    return pa.Table.from_pydict(columns, schema=features.arrow_schema)
 
 
 def reject_record(traj: Trajectory, verdict: Verdict) -> dict[str, Any]:

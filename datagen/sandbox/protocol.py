@@ -25,7 +25,8 @@ __all__ = ["CellResult", "CellStatus", "LineChannel", "MAX_REPLY_BYTES", "MAX_RE
 CellStatus = Literal["ok", "error", "timeout", "crashed"]
 _STATUSES = ("ok", "error", "timeout", "crashed")
 
-# A reply holds at most max_images images (PNG or JPEG); 64 MiB of JSON is far above any real cell's output.
+# A reply holds at most max_images images (PNG or JPEG); 64 MiB of JSON is far above any
+# real cell's output.
 MAX_REPLY_BYTES = 64 << 20
 # Requests come from the parent (trusted) but carry the raw session image.
 MAX_REQUEST_BYTES = 256 << 20

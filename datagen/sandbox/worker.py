@@ -20,6 +20,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 os.environ["MPLBACKEND"] = "Agg"
 
 import ast  # noqa: E402
+import gc  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import linecache  # noqa: E402
@@ -487,4 +488,8 @@ def _skip_main_fixup_for_workers() -> None:
 
 
 _warm_up()
+# Move everything imported so far out of the collector's reach: a session worker forked from
+# here then never walks (and so never copies on write) the ~100 MB of inherited objects when
+# its cells trigger a full collection.
+gc.freeze()
 _skip_main_fixup_for_workers()
