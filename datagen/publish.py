@@ -16,17 +16,22 @@ kept row (``dedup``), when its image or question comes from a benchmark
 set takes the first ``n`` rows left; the RL set fills the ``--rl-mix`` quota of each difficulty
 in the same order (topped up from the others if the built shards cannot meet it).
 
-Rows are streamed shard by shard into the output files and checked by ``validate`` before the
-data folder is swapped in whole, so a reader never sees a mix and memory stays flat.
+Rows are streamed shard by shard into the output files and checked by ``validate``, so memory
+stays flat. The whole release (data, rejects, stats, plots, card) is staged in
+``OUT/.datagen/publish-*`` and then moved in by ``_commit``, in an order that leaves ``OUT`` one
+whole release, the previous or the new one, at every step, even if the process is killed there.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import math
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,10 +43,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets.info import DatasetInfo, DatasetInfosDict
 from datasets.splits import SplitDict, SplitInfo
-from huggingface_hub import DatasetCardData
+from huggingface_hub import DatasetCard, DatasetCardData
 
 from datagen import GENERATOR_VERSION
-from datagen.atomic import public_mode, write_text
+from datagen.atomic import write_text
 from datagen.config import BuildConfig
 from datagen.decontaminate import (
     Benchmark,
@@ -303,25 +308,42 @@ def publish(cfg: BuildConfig, shards: list[ShardSummary],
     shards = sorted(shards, key=lambda s: s.index)
     chosen = _select(cfg, shards)
     out = cfg.out
-    for stale in [*out.glob(".data-*"), *out.glob(".old-data-*")]:
-        shutil.rmtree(stale, ignore_errors=True)  # left by a publish that was killed
-    staging = Path(tempfile.mkdtemp(prefix=".data-", dir=out))
-    public_mode(staging, directory=True)
-    files: dict[str, list[str]] = {}
+    work_dir(out).mkdir(parents=True, exist_ok=True)
+    # Left by a publish that was killed (the last two by versions that staged in OUT itself).
+    for stale in [*work_dir(out).glob("publish-*"), *out.glob(".data-*"),
+                  *out.glob(".old-data-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    # Staged under .datagen/: on OUT's file system (renames are atomic), and ignored by
+    # validate's search for parquet files, by the Hub push and by load_dataset's patterns.
+    stage = Path(tempfile.mkdtemp(prefix="publish-", dir=work_dir(out)))
     try:
-        for split, sel in chosen.items():
-            files[split] = _write_split(cfg, split, sel.picked, staging)
+        files, stats = _stage(cfg, shards, chosen, stage, budget_spent)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(stage, ignore_errors=True)
         raise
-    _swap_in(staging, out / "data")
+    _commit(stage, out)
+    all_files = [f for split in chosen for f in files[split]]
+    counts = {split: len(sel.picked) for split, sel in chosen.items()}
+    return PublishReport(out=out, rows=sum(counts.values()), files=all_files, stats=stats,
+                         by_split=counts)
 
+
+def _stage(cfg: BuildConfig, shards: list[ShardSummary], chosen: dict[str, _Selection],
+           stage: Path, budget_spent: bool) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """Write the whole release into ``stage``, laid out as ``OUT``; its files and stats.
+
+    Stats, plots and the card are made from the staged files, so they describe exactly the
+    rows that will be published.
+    """
+    (stage / "data").mkdir()
+    files = {split: _write_split(cfg, split, sel.picked, stage / "data")
+             for split, sel in chosen.items()}
     by_index = {s.index: s for s in shards}
-    rejects = _merge_rejects(cfg, shards, chosen)
+    rejects = _merge_rejects(cfg, shards, chosen, stage / "rejects.jsonl")
     stats = _common_stats(cfg, shards, chosen)
     for split, sel in chosen.items():
         mine = [s for s in shards if s.split == split]
-        paths = [out / f for f in files[split]]
+        paths = [stage / f for f in files[split]]
         stats["splits"][split] = {
             **(_sft_stats(cfg, mine, paths, rejects) if split == "sft"
                else _rl_stats(cfg, mine, paths, sel)),
@@ -329,16 +351,77 @@ def publish(cfg: BuildConfig, shards: list[ShardSummary],
         }
     stats.update(_teacher_stats(cfg, shards, budget_spent))
     stats.update(_weak_stats(cfg, shards, budget_spent))
-    write_text(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True))
-    stats["plots"] = _plots(out, chosen)  # drawn from the folder, this stats.json included
-    write_text(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True))
-    info_yaml = _dataset_info_yaml({split: [out / f for f in files[split]] for split in chosen})
-    write_text(out / "README.md", render("card.md.j2", folder="data_cards", s=stats,
-                                         dataset_info=info_yaml) + "\n")
-    all_files = [f for split in chosen for f in files[split]]
-    counts = {split: len(sel.picked) for split, sel in chosen.items()}
-    return PublishReport(out=out, rows=sum(counts.values()), files=all_files, stats=stats,
-                         by_split=counts)
+    write_text(stage / "stats.json", json.dumps(stats, indent=2, sort_keys=True))
+    stats["plots"] = _plots(stage, chosen)  # drawn from the stage, this stats.json included
+    write_text(stage / "stats.json", json.dumps(stats, indent=2, sort_keys=True))
+    info_yaml = _dataset_info_yaml({split: [stage / f for f in files[split]]
+                                    for split in chosen})
+    write_text(stage / "README.md", render("card.md.j2", folder="data_cards", s=stats,
+                                           dataset_info=info_yaml) + "\n")
+    return files, stats
+
+
+# What a release holds besides data/ and README.md, in the order they are taken out (and the
+# reverse of the order they are put in): stats.json is there only when the others are.
+_SIDE_FILES = ("stats.json", "rejects.jsonl", "plots")
+
+
+def _commit(stage: Path, out: Path) -> None:
+    """Move the release staged in ``stage`` into ``out``, then delete the previous one.
+
+    Five names cannot change in one step and a SIGKILL may come between any two, so each step
+    (one rename) leaves one whole release, the previous or the new one:
+
+    1. The old ``stats.json``, ``rejects.jsonl`` and ``plots/`` go (into the stage).
+    2. ``README.md`` becomes the bridge card, true of either release's data (``_bridge_card``).
+       The old card cannot stay: ``load_dataset`` checks its row counts against the files (an
+       error once the new data is in) and keys its cache on the card alone (it would go on
+       serving the old rows).
+    3. ``data/`` is exchanged for the new one (``_swap_in``).
+    4. The new card replaces the bridge.
+    5. The new ``plots/``, ``rejects.jsonl`` and ``stats.json`` come in.
+
+    Side files are only ever next to their own release's card: ``load_dataset`` may serve rows
+    it cached under the bridge before the swap until step 4. Killed anywhere, ``--resume``
+    publishes again and ends as an uninterrupted run.
+    """
+    _checkpoint("staged")
+    for name in _SIDE_FILES:
+        if (out / name).exists():
+            os.replace(out / name, stage / f"old-{name}")
+    _checkpoint("cleared")
+    write_text(stage / "bridge.md", _bridge_card((stage / "README.md").read_text()))
+    os.replace(stage / "bridge.md", out / "README.md")
+    _checkpoint("bridged")
+    _swap_in(stage / "data", out / "data")
+    _checkpoint("swapped")
+    os.replace(stage / "README.md", out / "README.md")
+    _checkpoint("carded")
+    for name in reversed(_SIDE_FILES):
+        if (stage / name).exists():  # no plots/ when no split has rows
+            os.replace(stage / name, out / name)
+    shutil.rmtree(stage)  # the previous release
+
+
+def _checkpoint(step: str) -> None:
+    """Does nothing: names a step of ``_commit`` (tests/test_resume.py SIGKILLs a build here)."""
+
+
+def _bridge_card(card: str) -> str:
+    """The card ``README.md`` holds while ``data/`` may be either release (see ``_commit``).
+
+    The new card's configs and features, without its row counts (``load_dataset`` would check
+    them against the files) and without its numbers. It keeps the new release's sizes: nothing
+    checks them, and they give the bridge its own ``load_dataset`` cache key, so rows cached
+    under the bridge of one republish are never served during another.
+    """
+    data = DatasetCard(card).data
+    infos = data.dataset_info if isinstance(data.dataset_info, list) else [data.dataset_info]
+    for info in infos:
+        info.pop("splits", None)
+    header = DatasetCardData(configs=data.configs, dataset_info=data.dataset_info,
+                             license=data.license).to_yaml()
+    return render("bridge.md.j2", folder="data_cards", header=header) + "\n"
 
 
 def _grouped(picked: list[Position]) -> Iterator[tuple[int, list[int]]]:
@@ -411,19 +494,46 @@ def _dataset_info_yaml(files: dict[str, list[Path]]) -> str:
     return card_data.to_yaml()
 
 
-def _swap_in(staging: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.with_name(f".old-{target.name}-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old)
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where
+    the system or the file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)  # glibc >= 2.28
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Make the folder ``new`` the folder ``target``; the old ``target`` is left at ``new``.
+
+    A folder cannot be renamed over a full one, so renames alone leave an instant with no
+    ``target`` (a reader finds no data). An atomic exchange has none; systems without one get
+    the renames.
+    """
+    if not target.exists():
+        os.replace(new, target)
+    elif not _exchange(new, target):
+        parked = new.with_name(f"{new.name}.old")
+        os.replace(target, parked)
+        os.replace(new, target)
+        os.replace(parked, new)
 
 
 def _merge_rejects(cfg: BuildConfig, shards: list[ShardSummary],
-                   chosen: dict[str, _Selection]) -> Counter[str]:
-    """The shards' rejected trajectories, plus one record per row removed here."""
+                   chosen: dict[str, _Selection], dest: Path) -> Counter[str]:
+    """Write the shards' rejected trajectories, plus one record per row removed here, to
+    ``dest``; return the shards' reject counts by reason."""
     reasons: Counter[str] = Counter()
     lines: list[str] = []
     for s in shards:
@@ -440,22 +550,19 @@ def _merge_rejects(cfg: BuildConfig, shards: list[ShardSummary],
             lines.append(json.dumps({"reason": reason, "split": split, "shard": shard,
                                      "row": row, "id": ids[shard][row], "detail": detail},
                                     sort_keys=True))
-    write_text(cfg.out / "rejects.jsonl", "".join(ln + "\n" for ln in lines))
+    write_text(dest, "".join(ln + "\n" for ln in lines))
     return reasons
 
 
-def _plots(out: Path, chosen: dict[str, _Selection]) -> list[str]:
-    """The card's plots, drawn from the published folder."""
+def _plots(root: Path, chosen: dict[str, _Selection]) -> list[str]:
+    """The card's plots, drawn from the release laid out in ``root`` (the stage)."""
     from datagen.plots import write_plots
 
-    folder = out / "plots"
-    if folder.exists():
-        shutil.rmtree(folder)
     paths: list[Path] = []
     for split, sel in chosen.items():
         if sel.picked:
-            paths += write_plots(out, folder, split)
-    return [p.relative_to(out).as_posix() for p in paths]
+            paths += write_plots(root, root / "plots", split)
+    return [p.relative_to(root).as_posix() for p in paths]
 
 
 # --------------------------------------------------------------------------------------------

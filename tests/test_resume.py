@@ -3,8 +3,9 @@
 Each run is the real CLI in its own process group, reporting to one real Prefect server (so no
 run pays for a temporary server). The first kill comes from outside while shards are being
 built; the ones inside publish come from a driver that SIGKILLs the process at a named point
-(after the staging folder is made, after the data swap, before the card), because publishing
-40 rows takes a few milliseconds and cannot be hit reliably from outside.
+(while the release is staged, and at each step of moving it into the folder), because
+publishing 40 rows takes a few milliseconds and cannot be hit reliably from outside. After each
+kill the folder must hold one whole release, the previous one or the new one, for every reader.
 """
 
 from __future__ import annotations
@@ -23,13 +24,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.flows.prefect_server import PrefectServer, prefect_server
+from tests.releases import whole_release
 
 pytestmark = pytest.mark.slow
 
-_ARGS = ["build", "--n", "24", "--shard-size", "4", "--workers", "1", "--cell-timeout", "10"]
+_ARGS = ["build", "--shard-size", "4", "--workers", "1", "--cell-timeout", "10"]
+_N = 24  # rows of the build
+_N_BEFORE = 16  # rows of the release a `--resume --n 24` republishes over
 
-# Runs `datagen` and SIGKILLs itself at DATAGEN_KILL_AT inside publish: "staging" (the new data
-# folder exists, not swapped in yet) or a file name (just before publish writes that file).
+# Runs `datagen` and SIGKILLs itself at DATAGEN_KILL_AT inside publish: a file name (just before
+# publish first writes a file of that name, all of them into its staging folder) or a step of
+# publish._commit (at its ``_checkpoint``).
 _DRIVER = '''
 import os, signal, sys
 import datagen.publish as publish
@@ -39,20 +44,18 @@ point = os.environ["DATAGEN_KILL_AT"]
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
-if point == "staging":
-    real_mode = publish.public_mode
-    def public_mode(path, directory=False):
-        real_mode(path, directory)
-        if directory:
-            die()
-    publish.public_mode = public_mode
-else:
+if "." in point:
     real_write = publish.write_text
     def write_text(path, text):
         if path.name == point:
             die()
         real_write(path, text)
     publish.write_text = write_text
+else:
+    def checkpoint(step):
+        if step == point:
+            die()
+    publish._checkpoint = checkpoint
 
 from datagen.cli import main
 sys.argv = ["datagen", *sys.argv[1:]]
@@ -75,7 +78,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
         yield running
 
 
-def _start(server: PrefectServer, out: Path, *extra: str,
+def _start(server: PrefectServer, out: Path, *extra: str, n: int = _N,
            kill_at: str | None = None) -> Build:
     env = {**server.env, "PREFECT_LOGGING_LEVEL": "WARNING"}
     if kill_at:
@@ -86,7 +89,7 @@ def _start(server: PrefectServer, out: Path, *extra: str,
     # A file, not a pipe, for stderr: the pool and sandboxes of a killed run would hold a pipe.
     log = out.parent / f"{out.name}.{time.monotonic_ns()}.log"
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([*cmd, *_ARGS, "--out", str(out), *extra], env=env,
+        proc = subprocess.Popen([*cmd, *_ARGS, "--n", str(n), "--out", str(out), *extra], env=env,
                                 stdout=subprocess.DEVNULL, stderr=fh, start_new_session=True)
     return Build(proc, log)
 
@@ -136,11 +139,43 @@ def _table(out: Path):  # noqa: ANN202
     return pq.read_table(files)
 
 
-def test_killed_anywhere_then_resumed_gives_the_uninterrupted_dataset(
-        server: PrefectServer, tmp_path: Path) -> None:
-    ref, out = tmp_path / "ref", tmp_path / "out"
+@pytest.fixture(scope="module")
+def reference(server: PrefectServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted build of ``_N`` rows."""
+    ref = tmp_path_factory.mktemp("reference") / "ref"
     code, stderr = _finish(_start(server, ref))
     assert code == 0, stderr[-3000:]
+    return ref
+
+
+def _assert_same_release(out: Path, ref: Path) -> None:
+    got, want = _table(out), _table(ref)
+    assert got["id"].to_pylist() == want["id"].to_pylist()
+    assert got["messages"].to_pylist() == want["messages"].to_pylist()
+    assert got.equals(want)
+    # The card's YAML header (configs, features, sizes) is what loaders read.
+    header, ref_header = ((d / "README.md").read_text().split("---")[1] for d in (out, ref))
+    assert header == ref_header
+    stats, ref_stats = (_without_timings(json.loads((d / "stats.json").read_text()))
+                        for d in (out, ref))
+    assert stats == ref_stats, _differences(stats, ref_stats)
+    assert (out / "rejects.jsonl").read_text() == (ref / "rejects.jsonl").read_text()
+    plots, ref_plots = ({p.name: p.read_bytes() for p in (d / "plots").iterdir()}
+                        for d in (out, ref))
+    assert plots == ref_plots
+
+
+def _stale(out: Path) -> list[str]:
+    """What killed publishes left: staging folders (in .datagen/, or in OUT before)."""
+    return [p.name for p in [*out.iterdir(), *(out / ".datagen").iterdir()]
+            if p.name.startswith((".data-", ".old-", "publish-"))]
+
+
+def test_killed_anywhere_then_resumed_gives_the_uninterrupted_dataset(
+        server: PrefectServer, reference: Path, tmp_path: Path) -> None:
+    out, caches = tmp_path / "out", tmp_path / "caches"
+    caches.mkdir()
+    new = {"sft": _table(reference)["id"].to_pylist()}
 
     # 1. SIGKILL the whole process group from outside while shards are being built.
     run = _start(server, out)
@@ -155,33 +190,57 @@ def test_killed_anywhere_then_resumed_gives_the_uninterrupted_dataset(
         rows = pq.read_table(marker.with_name(marker.name.replace(".done.json", ".parquet")))
         assert rows.num_rows == json.loads(marker.read_text())["kept"]
 
-    # 2-4. Resume, and die inside publish: staged, swapped in, card not yet written.
-    for point in ("staging", "rejects.jsonl", "README.md"):
+    # 2-5. Resume, and die inside this first publish: while staging (stats.json), then at steps
+    # of moving the release in. Until the data is in there is no release, then the new one.
+    for point in ("stats.json", "bridged", "swapped", "carded"):
         _killed(_start(server, out, "--resume", kill_at=point))
         assert all(_markers(out)[m] == t for m, t in first.items()), point  # never redone
+        read = whole_release(out, caches)
+        assert read == ((new, new) if point in ("swapped", "carded") else None), point
 
-    # 5. Resume to the end.
+    # 6. Resume to the end.
     code, stderr = _finish(_start(server, out, "--resume"))
     assert code == 0, stderr[-3000:]
     assert all(_markers(out)[m] == t for m, t in first.items())
-    got, want = _table(out), _table(ref)
-    assert got["id"].to_pylist() == want["id"].to_pylist()
-    assert got["messages"].to_pylist() == want["messages"].to_pylist()
-    assert got.equals(want)
-    # The card's YAML header (configs, features, sizes) is what loaders read.
-    header, ref_header = ((d / "README.md").read_text().split("---")[1] for d in (out, ref))
-    assert header == ref_header
-    stats, ref_stats = (_without_timings(json.loads((d / "stats.json").read_text()))
-                        for d in (out, ref))
-    assert stats == ref_stats, _differences(stats, ref_stats)
-    assert (out / "rejects.jsonl").read_text() == (ref / "rejects.jsonl").read_text()
+    _assert_same_release(out, reference)
+    assert not _stale(out)
+
+
+def test_a_republish_killed_at_any_step_leaves_the_old_or_the_new_release(
+        server: PrefectServer, reference: Path, tmp_path: Path) -> None:
+    """`--resume` with a larger --n publishes over the finished build's release."""
+    out, caches = tmp_path / "out", tmp_path / "caches"
+    caches.mkdir()
+    code, stderr = _finish(_start(server, out, n=_N_BEFORE))
+    assert code == 0, stderr[-3000:]
+    read = whole_release(out, caches)
+    assert read is not None
+    old, new = read[0], {"sft": _table(reference)["id"].to_pylist()}
+    assert len(old["sft"]) == _N_BEFORE and old != new
+
+    # rejects.jsonl: while the release is staged. Then each step of _commit; the data swap
+    # comes between "bridged" and "swapped".
+    for point in ("rejects.jsonl", "cleared", "bridged", "swapped", "carded"):
+        _killed(_start(server, out, "--resume", kill_at=point))
+        read = whole_release(out, caches)
+        assert read is not None, point
+        fresh, warm = read
+        assert fresh == (new if point in ("swapped", "carded") else old), point
+        # Rows cached while the bridge card was up may be served until the new card is in:
+        # a whole release, under a card and stats.json that say so (whole_release checks).
+        assert warm in (old, new), point
+
+    code, stderr = _finish(_start(server, out, "--resume"))
+    assert code == 0, stderr[-3000:]
+    _assert_same_release(out, reference)
+    assert not _stale(out)
 
 
 def test_a_killed_build_leaves_no_stale_files_after_resume(
         server: PrefectServer, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    _killed(_start(server, out, kill_at="staging"))
+    _killed(_start(server, out, kill_at="swapped"))
+    assert _stale(out)
     code, stderr = _finish(_start(server, out, "--resume"))
     assert code == 0, stderr[-3000:]
-    stale = [p.name for p in out.iterdir() if p.name.startswith((".data-", ".old-"))]
-    assert not stale, stale
+    assert not _stale(out)
