@@ -11,41 +11,64 @@ A build streams shards to disk and publishes in slices, so the peak should stay 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
 @dataclass
 class Peak:
-    """The highest figures seen, in KiB."""
+    """The highest figures seen, in KiB, and the tree's PSS by role at its highest."""
 
     tree_rss: int = 0
     tree_pss: int = 0
     main_rss: int = 0
     processes: int = 0
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            return [int(p) for p in fh.read().split()]
-    except OSError:
-        return []
+    roles: dict[str, int] = field(default_factory=dict)
 
 
 def _tree(pid: int) -> list[int]:
+    """``pid`` and every process below it. Parents are read from /proc/*/stat: a thread's
+    children (the sandboxes a pool worker starts from its task threads) are missing from
+    ``/proc/PID/task/PID/children``, which lists the main thread's only."""
+    below: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        below.setdefault(ppid, []).append(int(entry))
     pids, todo = [], [pid]
     while todo:
         p = todo.pop()
         pids.append(p)
-        todo.extend(_children(p))
+        todo.extend(below.get(p, []))
     return pids
+
+
+def _role(pid: int, root: int) -> str:
+    """What a process of the build's tree is, from its command line."""
+    if pid == root:
+        return "CLI"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "gone"
+    if "prefect.server" in cmd:
+        return "Prefect server"
+    if "datagen.sandbox.jail" in cmd or cmd.split(" ", 1)[0].endswith("bwrap"):
+        return "sandboxes"  # the jails, their session workers and bwrap itself
+    return "shard pool"
 
 
 def _kib(pid: int, path: str, field: str) -> int:
@@ -62,8 +85,15 @@ def _kib(pid: int, path: str, field: str) -> int:
 def _watch(pid: int, peak: Peak, stop: threading.Event) -> None:
     while not stop.wait(0.25):
         pids = _tree(pid)
+        pss = {p: _kib(p, "smaps_rollup", "Pss:") for p in pids}
         peak.tree_rss = max(peak.tree_rss, sum(_kib(p, "status", "VmRSS:") for p in pids))
-        peak.tree_pss = max(peak.tree_pss, sum(_kib(p, "smaps_rollup", "Pss:") for p in pids))
+        if sum(pss.values()) > peak.tree_pss:
+            peak.tree_pss = sum(pss.values())
+            roles: dict[str, int] = {}
+            for p, kib in pss.items():
+                role = _role(p, pid)
+                roles[role] = roles.get(role, 0) + kib
+            peak.roles = roles
         peak.main_rss = max(peak.main_rss, _kib(pid, "status", "VmRSS:"))
         peak.processes = max(peak.processes, len(pids))
 
@@ -86,10 +116,19 @@ def measure(n: int, split: str, families: str, workers: int, shard_size: int) ->
         watcher.join()
         wall = time.perf_counter() - started
         size = sum(p.stat().st_size for p in (Path(tmp) / "out" / "data").glob("*.parquet"))
+        stats = Path(tmp) / "out" / "stats.json"
+        verified = (json.loads(stats.read_text())["splits"].get(split, {}).get("verified", 0)
+                    if stats.exists() else 0)
     mib = 1024
     print(f"{n:>7} {split:<4} exit {code}  {wall:7.0f} s  tree RSS {peak.tree_rss / mib:7.0f} MiB"
           f"  tree PSS {peak.tree_pss / mib:7.0f} MiB  CLI RSS {peak.main_rss / mib:6.0f} MiB"
           f"  {peak.processes:3d} procs  data {size / mib / mib:7.1f} MiB", flush=True)
+    print(f"        {verified:,} verified in {wall:.0f} s: {verified / wall * 3600:,.0f} verified "
+          "samples/hour, end to end (Prefect's start included)", flush=True)
+    roles = sorted(peak.roles.items(), key=lambda kv: -kv[1])
+    print("        at the PSS peak: " + ", ".join(f"{role} {kib / mib:.0f} MiB"
+                                                  for role, kib in roles if role != "gone"),
+          flush=True)
 
 
 def main() -> None:
