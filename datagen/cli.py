@@ -195,7 +195,7 @@ def build(
     _prefect_defaults()
     from flows.build import run_build
 
-    with _progress(cfg, show_progress):
+    with _progress(cfg, show_progress, run_opts["runner"]):
         report = run_build(cfg, run_opts["runner"], run_opts["address"])
     s = report.stats
     if run_opts["json_out"]:
@@ -222,13 +222,18 @@ def build(
         raise typer.Exit(EXIT_SHORT)
 
 
-def _progress(cfg: Any, show: bool) -> contextlib.AbstractContextManager[object]:
-    """A live progress bar over the build's shards when ``show``, else nothing."""
+def _progress(cfg: Any, show: bool, runner: str) -> contextlib.AbstractContextManager[object]:
+    """A live progress bar over the build's tasks when ``show``, else nothing.
+
+    The local pool reports each finished task; on Dask the bar moves as shards finish.
+    """
     if not show:
         return contextlib.nullcontext()
     from datagen.progress import BuildProgress
+    from flows.build import running_shards
 
-    return BuildProgress(cfg, out)
+    running = (lambda: running_shards(cfg)) if runner == "local" else None
+    return BuildProgress(cfg, out, running=running)
 
 
 @app.command()

@@ -1,34 +1,45 @@
-"""A live progress bar for ``datagen build``, drawn from the shard files as they appear.
+"""A live progress bar for ``datagen build`` that moves a task at a time.
 
-The bar watches the build's completion markers (``shards.completed_shards``), so it shows the
-same thing wherever the shards are built (this machine's process pool or a Dask cluster) and
-needs no hook inside the flow: rows ready of those asked for, with accepted / rejected /
-duplicate counts, shards done, and an ETA. It moves a shard at a time.
+Two sources feed it. The build's completion markers (``shards.completed_shards``) are the
+truth for finished shards, wherever they were built (this machine's process pool or a Dask
+cluster). The shards still running report their finished tasks through ``run_shard``'s
+``on_task`` hook into a ``TaskBoard``: counters in shared memory, one slot per process of the
+local pool, read by the bar. A shard with an LLM teacher can take many minutes, and this is
+what lets the user tell a slow endpoint from a hung one.
+
+The bar counts tasks (a task's tries verified, or an RL prompt made) of the tasks the planner
+has asked for so far, with accepted / rejected counts, rows ready of those asked for, and an
+ETA from the task rate of this run. Where no board is read (the Dask runner), it moves a shard
+at a time as before.
 """
 
 from __future__ import annotations
 
+import datetime
 import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from multiprocessing.context import BaseContext
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 
 from datagen.config import BuildConfig
-from datagen.publish import count_publishable
-from datagen.shards import ShardSummary, completed_shards
+from datagen.publish import count_publishable, shards_to_build
+from datagen.shards import ShardSummary, TaskEvent, completed_shards
 
-__all__ = ["BuildProgress", "ShardCounts", "shard_counts"]
+__all__ = ["BuildProgress", "BuildTally", "RunningShard", "ShardCounts", "TaskBoard", "eta_text",
+           "shard_counts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +51,7 @@ class ShardCounts:
     accepted: int  # verified rows in the shards
     rejected: int  # failed tries
     duplicates: int  # verified rows dedup drops (a lower bound once ``ready`` reaches n)
+    tasks: int = 0  # tasks the shards ran
 
 
 def shard_counts(cfg: BuildConfig, done: dict[int, ShardSummary] | None = None) -> ShardCounts:
@@ -47,33 +59,158 @@ def shard_counts(cfg: BuildConfig, done: dict[int, ShardSummary] | None = None) 
     done = completed_shards(cfg) if done is None else done
     shards = [done[i] for i in sorted(done)]
     accepted = sum(s.kept for s in shards)
-    rejected = sum(n for s in shards for reason, n in s.reasons.items() if reason != "verified")
+    # An RL shard's tasks are all "posed" (kept as prompts): not failed tries.
+    rejected = sum(n for s in shards for reason, n in s.reasons.items()
+                   if reason not in ("verified", "posed"))
     ready = count_publishable(cfg, shards) if shards else 0  # per split, the least of them
     dropped = accepted - ready * len(cfg.splits())
     return ShardCounts(shards=len(shards), ready=ready, accepted=accepted, rejected=rejected,
-                       duplicates=max(0, dropped) if ready < cfg.n else 0)
+                       duplicates=max(0, dropped) if ready < cfg.n else 0,
+                       tasks=sum(s.tasks for s in shards))
+
+
+@dataclass(frozen=True, slots=True)
+class RunningShard:
+    """The tasks a shard still being built has finished so far."""
+
+    index: int
+    tasks: int  # the shard's tasks (0 until its first one is done)
+    done: int
+    kept: int
+    rejected: int  # failed tries
+
+
+_IDLE = 10.0  # seconds without a finished task after which the bar says how long it has been
+_SLOT = 5  # cells per slot: shard index (-1: idle), tasks, done, kept, rejected
+
+
+class TaskBoard:
+    """Per-task counts of the shards a process pool is building, in shared memory.
+
+    One slot per pool process: ``claim`` in the process's initializer, ``start`` and ``finish``
+    around each shard it builds, ``record`` as that shard's ``on_task`` hook (from any of its
+    task threads); the main process reads ``running()``. Counters rather than a queue: nothing
+    has to drain them, so a build without a bar (``--quiet``) pays a lock and three additions a
+    task, and a worker never waits on a reader. A shard that starts again (a retry) starts its
+    slot from zero, so nothing is counted twice.
+    """
+
+    def __init__(self, ctx: BaseContext, slots: int) -> None:
+        self._slots = slots
+        # The last cell numbers the slots claimed so far.
+        self._cells: Any = ctx.Array("q", [-1, 0, 0, 0, 0] * slots + [0])
+        self._slot: int | None = None  # this process's slot, once claimed
+
+    def claim(self) -> None:
+        """Take a slot for this process (a pool initializer calls it once per process)."""
+        with self._cells.get_lock():
+            self._slot = self._cells[-1] % self._slots
+            self._cells[-1] += 1
+
+    def reset(self) -> None:
+        """Free every slot (the pool was replaced: its processes are gone)."""
+        with self._cells.get_lock():
+            self._cells[:] = [-1, 0, 0, 0, 0] * self._slots + [0]
+
+    def start(self, index: int) -> None:
+        """This process starts building shard ``index``."""
+        self._put([index, 0, 0, 0, 0])
+
+    def finish(self) -> None:
+        """This process's shard is written (or failed): its marker counts from now on."""
+        self._put([-1, 0, 0, 0, 0])
+
+    def record(self, event: TaskEvent) -> None:
+        """Count one finished task of this process's shard; safe from any thread."""
+        if self._slot is None:
+            return
+        base = self._slot * _SLOT
+        with self._cells.get_lock():
+            if self._cells[base] != event.shard:  # not the shard this slot is counting
+                return
+            self._cells[base + 1] = event.tasks
+            self._cells[base + 2] += 1
+            self._cells[base + 3] += int(event.kept)
+            self._cells[base + 4] += event.rejected
+
+    def running(self) -> list[RunningShard]:
+        """The shards being built now, with what their finished tasks hold."""
+        with self._cells.get_lock():
+            cells = list(self._cells[:-1])
+        return [RunningShard(*cells[i:i + _SLOT]) for i in range(0, len(cells), _SLOT)
+                if cells[i] >= 0]
+
+    def _put(self, values: list[int]) -> None:
+        if self._slot is None:
+            return
+        base = self._slot * _SLOT
+        with self._cells.get_lock():
+            self._cells[base:base + _SLOT] = values
+
+
+@dataclass(frozen=True, slots=True)
+class BuildTally:
+    """One reading of a build: its finished shards plus the finished tasks of running ones."""
+
+    counts: ShardCounts  # the finished shards
+    planned: int  # tasks of the shards finished, running and still to build
+    done: int
+    accepted: int
+    rejected: int
+    running: int  # shards being built
+
+
+def eta_text(left: int, done: int, elapsed: float, idle: float) -> str:
+    """The bar's ETA: ``left`` tasks at the rate of the ``done`` in ``elapsed`` seconds.
+
+    The rate is over the whole run, not rich's 30 s window: an LLM task can take minutes, and
+    the window would show no ETA between two of them. Once no task has finished for a while
+    (``idle`` seconds), it says so: that is what tells a slow endpoint from a hung one.
+    """
+    if done <= 0:
+        return "eta -:--:--"  # the elapsed time beside it says how long it has waited
+    eta = f"eta {datetime.timedelta(seconds=round(max(0, left) * elapsed / done))}"
+    return eta if idle < _IDLE else f"{eta} · last task {round(idle)} s ago"
 
 
 class BuildProgress:
-    """``with BuildProgress(cfg, console): run the build`` shows a bar while the block runs."""
+    """``with BuildProgress(cfg, console, running=...): run the build`` shows a bar meanwhile.
 
-    def __init__(self, cfg: BuildConfig, console: Console, interval: float = 1.0) -> None:
+    ``running`` reads the shards being built (``TaskBoard.running`` of the build's pool); without
+    it the bar moves a shard at a time.
+    """
+
+    def __init__(self, cfg: BuildConfig, console: Console, interval: float = 1.0,
+                 running: Callable[[], Sequence[RunningShard]] | None = None) -> None:
         self._cfg = cfg
         self._interval = interval
+        self._running = running
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="datagen-progress", daemon=True)
+        # Tasks done of planned sit in the text, not in their own column: on a narrow terminal
+        # rich squeezes whole columns away, and the count is what must stay.
         self._progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-            MofNCompleteColumn(), TextColumn("rows  {task.fields[counts]}"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            console=console, transient=True)
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20),
+            TextColumn("{task.fields[counts]}"), TimeElapsedColumn(),
+            TextColumn("{task.fields[eta]}"), console=console, transient=True)
         self._task: TaskID | None = None
+        self._lock = threading.Lock()  # tally() may be called from any thread
+        self._seen: dict[int, ShardSummary] = {}
+        self._finished: ShardCounts | None = None
+        self._plan: list[int] = []
+        self._started = time.monotonic()
+        self._first_done = 0  # tasks done when the bar started (a resumed build's)
+        self._last_done = 0
+        self._last_change = self._started
 
     def __enter__(self) -> BuildProgress:
-        first = shard_counts(self._cfg)
+        first = self.tally()
+        self._started = self._last_change = time.monotonic()
+        self._first_done = self._last_done = first.done
         self._progress.start()
-        self._task = self._progress.add_task("building shards", total=self._cfg.n,
-                                             completed=first.ready, counts=self._text(first))
+        self._task = self._progress.add_task(
+            self._stage(first), total=max(first.planned, 1), completed=first.done,
+            counts=self._text(first), eta=self._eta(first, self._started))
         self._thread.start()
         return self
 
@@ -83,23 +220,50 @@ class BuildProgress:
         self._thread.join()
         self._progress.stop()
 
-    @staticmethod
-    def _text(c: ShardCounts) -> str:
-        return (f"{c.shards} shards · accepted {c.accepted} · rejected {c.rejected} · "
-                f"dup {c.duplicates}")
+    def tally(self) -> BuildTally:
+        """Read the build now: the finished shards' markers, then the running shards' counts."""
+        # Running shards first: a shard writes its marker before it frees its slot, so a shard
+        # missing from this reading is in the markers read next, and none is lost in between.
+        running = list(self._running()) if self._running is not None else []
+        done = completed_shards(self._cfg)
+        with self._lock:
+            if self._finished is None or done.keys() != self._seen.keys():
+                # Dedup and planning over all shards are not free: only on news.
+                self._finished = shard_counts(self._cfg, done)
+                self._plan = shards_to_build(self._cfg, done)
+                self._seen = done
+            c, plan = self._finished, self._plan
+        live = [r for r in running if r.index not in done]
+        per_shard = self._cfg.shard_size * self._cfg.questions_per_scene
+        sizes = {i: per_shard for i in plan} | {r.index: r.tasks or per_shard for r in live}
+        return BuildTally(counts=c, planned=c.tasks + sum(sizes.values()),
+                          done=c.tasks + sum(r.done for r in live),
+                          accepted=c.accepted + sum(r.kept for r in live),
+                          rejected=c.rejected + sum(r.rejected for r in live), running=len(live))
+
+    def _stage(self, t: BuildTally) -> str:
+        return "publishing" if t.counts.ready >= self._cfg.n else "building shards"
+
+    def _text(self, t: BuildTally) -> str:
+        # Without a reader of the running shards (Dask) only finished ones are known.
+        shards, state = (t.running, "running") if self._running else (t.counts.shards, "done")
+        return (f"{t.done}/{max(t.planned, t.done)} tasks · accepted {t.accepted} · rejected "
+                f"{t.rejected} · dup {t.counts.duplicates} · rows {t.counts.ready}/{self._cfg.n} "
+                f"· {shards} shard{'' if shards == 1 else 's'} {state}")
+
+    def _eta(self, t: BuildTally, now: float) -> str:
+        if t.done != self._last_done:
+            self._last_done, self._last_change = t.done, now
+        return eta_text(t.planned - t.done, t.done - self._first_done, now - self._started,
+                        now - self._last_change)
 
     def _watch(self) -> None:
         assert self._task is not None
-        seen = -1
         while not self._stop.wait(self._interval):
             try:
-                done = completed_shards(self._cfg)
-                if len(done) == seen:  # dedup over all shards is not free: only on news
-                    continue
-                c = shard_counts(self._cfg, done)
+                t = self.tally()
             except (OSError, ValueError):  # a marker being replaced; read it next time
                 continue
-            seen = len(done)
-            stage = "publishing" if c.ready >= self._cfg.n else "building shards"
-            self._progress.update(self._task, completed=c.ready, description=stage,
-                                  counts=self._text(c))
+            self._progress.update(self._task, completed=t.done, total=max(t.planned, t.done, 1),
+                                  description=self._stage(t), counts=self._text(t),
+                                  eta=self._eta(t, time.monotonic()))

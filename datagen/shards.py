@@ -48,8 +48,8 @@ from datagen.scenes import get_family
 from datagen.teachers import SamplingTeacher, Teacher, Usage, get_teacher
 from datagen.verify import Verdict, verify_trajectory
 
-__all__ = ["ShardSummary", "completed_shards", "prepare_output", "run_shard", "shard_dir",
-           "shard_files", "shard_signatures"]
+__all__ = ["ShardSummary", "TaskEvent", "completed_shards", "prepare_output", "run_shard",
+           "shard_dir", "shard_files", "shard_signatures"]
 
 _MANIFEST = "manifest.json"
 
@@ -88,6 +88,29 @@ class ShardSummary:
     weak_prompt_tokens: int = 0
     weak_completion_tokens: int = 0
     weak_cost_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """One finished task of a shard, as ``run_shard(on_task=...)`` reports it.
+
+    A task is finished when its tries are verified (SFT) or its prompt is made (RL). The counts
+    add up to the shard's summary: ``kept`` rows to ``ShardSummary.kept``, ``rejected`` to its
+    failed tries (the rejects file), so a progress display can move per task and still agree
+    with the finished shard.
+    """
+
+    shard: int  # the shard's index
+    position: int  # the task's place in the shard; events may come in another order
+    tasks: int  # the shard's number of tasks
+    kept: bool  # it became a row
+    reason: str  # "verified", "posed" (an RL prompt) or the last failed try's reason
+    attempts: int  # tries rolled out (0 for an RL prompt)
+
+    @property
+    def rejected(self) -> int:
+        """The task's failed tries, each a line of the rejects file."""
+        return self.attempts - (1 if self.kept and self.attempts else 0)
 
 
 def work_dir(out: Path) -> Path:
@@ -221,10 +244,15 @@ def _weak_labels(cfg: BuildConfig, tasks: Sequence[Task]) -> tuple[list[Weak], U
     return [(r, None if r is None else difficulty_of(r)) for r in rates], weak.usage()
 
 
-def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None) -> ShardSummary:
+def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None,
+              on_task: Callable[[TaskEvent], None] | None = None) -> ShardSummary:
     """Build shard ``index`` of ``cfg`` and write it atomically; returns its summary.
 
     ``teacher`` defaults to the one ``cfg`` names; passing one is for embedding and tests.
+    ``on_task`` is called once per finished task, before the shard is written, for progress
+    display: from the shard's task threads when ``cfg.concurrency`` > 1 (so it must be
+    thread-safe and quick), in order of completion. It only observes: the rows are the same
+    with or without it. An exception from it fails the shard.
     Raises ``BudgetSpent`` (nothing written) when ``--max-cost`` runs out during the shard.
     """
     started = time.perf_counter()
@@ -239,9 +267,10 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None) -> S
         posed += [(task, side) for task in family.pose(scene, cfg.questions_per_scene)]
     labels, weak_usage = _weak_labels(cfg, [p[0] for p in posed])
     if place.split == "rl":
-        built = _rl_rows(cfg, index, posed, labels)
+        built = _rl_rows(cfg, index, posed, labels, on_task)
     else:
-        built = _sft_rows(cfg, posed, labels, teacher or get_teacher(cfg.teacher, cfg))
+        built = _sft_rows(cfg, index, posed, labels, teacher or get_teacher(cfg.teacher, cfg),
+                          on_task)
     rows_path, rejects_path, sig_path, marker_path = _paths(cfg, index)
     with atomic_path(rows_path) as tmp:
         pq.write_table(built.table, tmp)
@@ -294,14 +323,22 @@ class _Built:
         self.areas.append(task.scene.spec.get("target_area"))
 
 
-def _sft_rows(cfg: BuildConfig, posed: list[tuple[Task, int]], labels: list[Weak],
-              teacher: Teacher) -> _Built:
+def _sft_rows(cfg: BuildConfig, index: int, posed: list[tuple[Task, int]], labels: list[Weak],
+              teacher: Teacher, on_task: Callable[[TaskEvent], None] | None) -> _Built:
     """Roll out and verify every task; verified ones become SFT rows."""
     sampling = isinstance(teacher, SamplingTeacher)
     usage_before = teacher.usage() if isinstance(teacher, SamplingTeacher) else Usage()
     sandbox = _process_sandbox(cfg.cell_timeout)
-    solved = _ordered_map(lambda p: _solve(cfg, p[0], teacher, sandbox), posed,
-                          cfg.concurrency if sampling else 1)
+
+    def solve(position: int) -> list[tuple[Trajectory, Verdict]]:
+        tries = _solve(cfg, posed[position][0], teacher, sandbox)
+        if on_task is not None:  # here, not after the map: a slow shard reports as it goes
+            last = tries[-1][1]
+            on_task(TaskEvent(shard=index, position=position, tasks=len(posed), kept=last.kept,
+                              reason=last.reason, attempts=len(tries)))
+        return tries
+
+    solved = _ordered_map(solve, range(len(posed)), cfg.concurrency if sampling else 1)
     rows: list[dict[str, Any]] = []
     built = _Built(table=None, attempts=sum(len(tries) for tries in solved),
                    sandbox_mode=sandbox.mode)
@@ -324,15 +361,19 @@ def _sft_rows(cfg: BuildConfig, posed: list[tuple[Task, int]], labels: list[Weak
 
 
 def _rl_rows(cfg: BuildConfig, index: int, posed: list[tuple[Task, int]],
-             labels: list[Weak]) -> _Built:
+             labels: list[Weak], on_task: Callable[[TaskEvent], None] | None) -> _Built:
     """Every posed task is an RL prompt; its gold answer is exact by construction."""
     per_shard = cfg.shard_size * cfg.questions_per_scene
     first = (index // len(cfg.splits())) * per_shard  # the row's number within the RL split
     rows = [rl_row(task, first + i, "train", *weak)
             for i, ((task, _), weak) in enumerate(zip(posed, labels, strict=True))]
     built = _Built(table=rl_table(rows), reasons=Counter({"posed": len(rows)}))
-    for (task, side), row, (rate, _) in zip(posed, rows, labels, strict=True):
+    for position, ((task, side), row, (rate, _)) in enumerate(
+            zip(posed, rows, labels, strict=True)):
         built.keep(task, side, row["extra_info"]["difficulty"], rate == 1.0)
+        if on_task is not None:  # nothing is rolled out: a prompt is done once it is a row
+            on_task(TaskEvent(shard=index, position=position, tasks=len(posed), kept=True,
+                              reason="posed", attempts=0))
     return built
 
 

@@ -14,6 +14,10 @@ result is trusted only when the shard's files are still there, else the shard is
 With an LLM teacher and ``--max-cost``, the worker processes share one spending counter; once it
 is spent a shard stops (unwritten; its paid calls stay in the response cache), no new shard is
 planned, and what the finished shards verified is published.
+
+The pool's processes also count each shard's finished tasks on a shared ``TaskBoard``, which
+``running_shards`` reads for the progress bar; a shard built on a Dask worker reports only when
+it is finished (its marker).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from prefect.states import State
 
 from datagen.config import BuildConfig
 from datagen.errors import DatagenError, RunError, UsageError
+from datagen.progress import RunningShard, TaskBoard
 from datagen.publish import PublishReport, publish, shards_to_build
 from datagen.run_summary import RunFacts, render_run_summary
 from datagen.sandbox import forkserver_context
@@ -46,7 +51,7 @@ from datagen.teachers import BudgetSpent
 from datagen.teachers.chat_api import share_spending, spent
 
 __all__ = ["Runner", "artifact_key", "build", "build_shard", "build_shards", "run_build",
-           "shard_cache_key"]
+           "running_shards", "shard_cache_key"]
 
 Runner = Literal["local", "dask"]
 
@@ -60,12 +65,36 @@ def _spending() -> Any:
 
 
 @functools.cache
+def _board(workers: int) -> TaskBoard:
+    """Where the processes of the pool of ``workers`` count their shards' finished tasks."""
+    return TaskBoard(forkserver_context(), workers)
+
+
+def running_shards(cfg: BuildConfig) -> list[RunningShard]:
+    """The shards the pool of ``cfg.workers`` processes is building now, with their finished
+    tasks (the progress bar's reader; empty on the Dask runner)."""
+    return _board(cfg.workers).running()
+
+
+_worker_board: TaskBoard | None = None  # in a pool process: its slot of the pool's board
+
+
+def _start_worker(spending: Any, board: TaskBoard) -> None:
+    """The pool's initializer: share the spending counter and take a slot of the board."""
+    global _worker_board
+    share_spending(spending)
+    board.claim()
+    _worker_board = board
+
+
+@functools.cache
 def _pool(workers: int) -> ProcessPoolExecutor:
     """The shard pool of this process (made again if a worker died, see ``build_shard``)."""
     # forkserver: workers start clean (no Prefect threads copied into them); taking the context
     # from the sandbox keeps its preload, so sandboxes in this process start warm too.
     return ProcessPoolExecutor(workers, mp_context=forkserver_context(),
-                               initializer=share_spending, initargs=(_spending(),))
+                               initializer=_start_worker,
+                               initargs=(_spending(), _board(workers)))
 
 
 def _run_shard(cfg: BuildConfig, index: int, key: str | None) -> ShardSummary:
@@ -73,7 +102,14 @@ def _run_shard(cfg: BuildConfig, index: int, key: str | None) -> ShardSummary:
     # in memory only.
     if key:
         os.environ["OPENAI_API_KEY"] = key
-    return run_shard(cfg, index)
+    board = _worker_board
+    if board is None:  # a Dask worker: the shard's marker is its only report
+        return run_shard(cfg, index)
+    board.start(index)
+    try:
+        return run_shard(cfg, index, on_task=board.record)
+    finally:
+        board.finish()  # after the marker is written: readers never miss the shard's tasks
 
 
 def _on_dask_worker() -> bool:
@@ -120,6 +156,7 @@ def build_shard(cfg: BuildConfig, index: int) -> ShardSummary:
             if _pool(cfg.workers) is pool:
                 _pool.cache_clear()
                 pool.shutdown(wait=False, cancel_futures=True)
+                _board(cfg.workers).reset()  # its slots were the dead pool's
             raise
     get_run_logger().info(
         "shard %d: %d/%d tasks verified in %.1f s", index, summary.kept, summary.tasks,
