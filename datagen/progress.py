@@ -36,7 +36,7 @@ from rich.progress import (
 
 from datagen.config import BuildConfig
 from datagen.publish import count_publishable, shards_to_build
-from datagen.shards import ShardSummary, TaskEvent, completed_shards
+from datagen.shards import MarkerCache, ShardSummary, TaskEvent, completed_shards
 
 __all__ = ["BuildProgress", "BuildTally", "RunningShard", "ShardCounts", "TaskBoard", "eta_text",
            "shard_counts"]
@@ -196,6 +196,7 @@ class BuildProgress:
         self._task: TaskID | None = None
         self._lock = threading.Lock()  # tally() may be called from any thread
         self._seen: dict[int, ShardSummary] = {}
+        self._markers: MarkerCache = {}  # markers read so far (tally runs every second)
         self._finished: ShardCounts | None = None
         self._plan: list[int] = []
         self._started = time.monotonic()
@@ -225,7 +226,7 @@ class BuildProgress:
         # Running shards first: a shard writes its marker before it frees its slot, so a shard
         # missing from this reading is in the markers read next, and none is lost in between.
         running = list(self._running()) if self._running is not None else []
-        done = completed_shards(self._cfg)
+        done = completed_shards(self._cfg, self._markers)
         with self._lock:
             if self._finished is None or done.keys() != self._seen.keys():
                 # Dedup and planning over all shards are not free: only on news.

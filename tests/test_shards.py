@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from datagen.config import BuildConfig
 from datagen.errors import OutputExistsError, UsageError
 from datagen.records import Step, Task, Turn
-from datagen.shards import completed_shards, prepare_output, run_shard, shard_files
+from datagen.shards import MarkerCache, completed_shards, prepare_output, run_shard, shard_files
 from datagen.teachers.scripted import ScriptedTeacher
 
 BROKEN_CODE = {
@@ -91,6 +92,27 @@ def test_finished_shards_are_found_again_and_other_options_are_not_mixed_in(
         prepare_output(_cfg(tmp_path, seed=9), overwrite=False, resume=True)
     prepare_output(cfg, overwrite=False, resume=True)
     assert list(completed_shards(cfg)) == [0]
+
+
+def test_a_marker_cache_reads_only_new_or_rewritten_markers(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    prepare_output(cfg, overwrite=False, resume=False)
+    first = run_shard(cfg, 0)
+    cache: MarkerCache = {}
+    assert completed_shards(cfg, cache)[0].kept == first.kept
+    marker = next((tmp_path / "out" / ".datagen" / "shards").glob("*-00000.done.json"))
+    # Same mtime: the cached summary is used, so a change that keeps the mtime goes unread...
+    stamp = marker.stat().st_mtime_ns
+    data = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**data, "kept": 999}))
+    os.utime(marker, ns=(stamp, stamp))
+    assert completed_shards(cfg, cache)[0].kept == first.kept
+    assert completed_shards(cfg)[0].kept == 999  # (without a cache it is read)
+    # ...and a rewritten marker (a new mtime) is read again.
+    os.utime(marker, ns=(stamp + 10**9, stamp + 10**9))
+    assert completed_shards(cfg, cache)[0].kept == 999
+    marker.unlink()
+    assert completed_shards(cfg, cache) == {}
 
 
 def test_output_folder_rules(tmp_path: Path) -> None:
