@@ -50,8 +50,8 @@ from datagen.shards import ShardSummary, completed_shards, run_shard
 from datagen.teachers import BudgetSpent
 from datagen.teachers.chat_api import share_spending, spent
 
-__all__ = ["Runner", "artifact_key", "build", "build_shard", "build_shards", "run_build",
-           "running_shards", "shard_cache_key"]
+__all__ = ["Runner", "artifact_key", "build", "build_shard", "build_shards", "close_pool",
+           "run_build", "running_shards", "shard_cache_key"]
 
 Runner = Literal["local", "dask"]
 
@@ -95,6 +95,21 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=forkserver_context(),
                                initializer=_start_worker,
                                initargs=(_spending(), _board(workers)))
+
+
+def close_pool(workers: int) -> None:
+    """Stop this process's shard pool, with its workers' sandboxes, if it has one.
+
+    Called once no shard is left to build: publishing then has the memory to itself (the pool
+    and its jails hold ~850 MiB), and a process that lives on (``datagen deploy``, a notebook)
+    holds no idle workers. The next build starts a new pool.
+    """
+    if _pool.cache_info().currsize == 0:
+        return
+    pool = _pool(workers)
+    _pool.cache_clear()
+    pool.shutdown(wait=True, cancel_futures=True)
+    _board(workers).reset()
 
 
 def _run_shard(cfg: BuildConfig, index: int, key: str | None) -> ShardSummary:
@@ -227,6 +242,7 @@ def build(cfg: BuildConfig) -> PublishReport:
         if budget_spent:
             log.info("--max-cost %g USD spent: publishing what is verified", cfg.max_cost)
             break
+    close_pool(cfg.workers)
     report = publish(cfg, [done[i] for i in sorted(done)], budget_spent=budget_spent)
     log.info("published %d rows to %s", report.rows, report.out)
     new = [s for i, s in done.items() if i not in reused]

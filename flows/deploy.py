@@ -23,7 +23,7 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from datagen.config import BuildConfig
 from datagen.errors import UsageError
 from datagen.shards import completed_shards, prepare_output
-from flows.build import build, build_shards
+from flows.build import build, build_shards, close_pool
 
 __all__ = ["SCHEDULES", "ScheduledBuild", "build_shard_range", "deploy_to_pool", "deployments",
            "scheduled_build", "serve_deployments", "shard_range_deployment"]
@@ -87,6 +87,7 @@ def build_shard_range(options: dict[str, Any], out: str, start: int, stop: int) 
     get_run_logger().info("%d of shards %d..%d to build", len(todo), start, stop - 1)
     if todo:
         done, _ = build_shards(cfg, todo)
+        close_pool(cfg.workers)
     return [i for i in range(start, stop) if i in done]
 
 

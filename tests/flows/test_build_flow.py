@@ -28,8 +28,14 @@ def test_flow_builds_then_extends_a_build_without_redoing_shards(tmp_path: Path)
     cfg = BuildConfig(n=20, out=tmp_path / "out", shard_size=4, questions_per_scene=3,
                       workers=2, cell_timeout=10.0)
     prepare_output(cfg, overwrite=False, resume=False)
+    from flows.build import _pool
+
+    pool = _pool(2)  # the one build() uses
     report = build(cfg)
     assert report.rows == 20
+    # The pool (with its workers' sandboxes) is stopped before publishing, not left idle.
+    assert _pool.cache_info().currsize == 0
+    assert pool._processes is None or not any(p.is_alive() for p in pool._processes.values())
     small = _load(cfg.out)
     before = {i: s.seconds for i, s in completed_shards(cfg).items()}
     assert len(before) == 2
@@ -168,6 +174,6 @@ def test_a_shard_whose_worker_is_killed_is_retried_in_a_new_pool(tmp_path: Path)
     killer.start()
     report = build(cfg)
     killer.join()
-    assert killed and report.rows == 6
-    assert _pool(1) is not pool  # the retry ran in a fresh pool
+    assert killed and report.rows == 6  # the retry ran in a fresh pool, closed after the build
+    assert _pool.cache_info().currsize == 0
     assert len(completed_shards(cfg)) == 2  # n=6 plans two shards of 6 tasks
