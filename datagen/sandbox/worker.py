@@ -489,7 +489,7 @@ def _skip_main_fixup_for_workers() -> None:
 
 _warm_up()
 # Move everything imported so far out of the collector's reach: a session worker forked from
-# here then never walks (and so never copies on write) the ~100 MB of inherited objects when
-# its cells trigger a full collection.
+# here then never walks (and so never copies on write) the inherited objects, tens of MB of
+# them, when its cells trigger a full collection.
 gc.freeze()
 _skip_main_fixup_for_workers()
