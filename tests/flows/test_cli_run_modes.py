@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import pty
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.flows.prefect_server import PrefectServer, prefect_server
+from tests.flows.terminal import run_on_terminal
 
 _SMALL = ["build", "--n", "6", "--shard-size", "2", "--workers", "1", "--cell-timeout", "10"]
 
@@ -62,36 +60,10 @@ def test_fewer_rows_than_asked_exits_3_and_says_so(server: PrefectServer,
 
 def test_a_terminal_gets_a_progress_bar_then_the_summary(server: PrefectServer,
                                                          tmp_path: Path) -> None:
-    leader, follower = pty.openpty()
     env = {**server.env, "COLUMNS": "160", "TERM": "xterm"}
-    proc = subprocess.Popen([sys.executable, "-m", "datagen.cli", *_SMALL, "--out",
-                             str(tmp_path / "tty")], env=env, stdout=follower,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    os.close(follower)
-    chunks: list[bytes] = []
-
-    def read() -> None:
-        while True:
-            try:
-                data = os.read(leader, 65536)
-            except OSError:  # the child closed the terminal
-                return
-            if not data:
-                return
-            chunks.append(data)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        _, stderr = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    reader.join(10)
-    os.close(leader)
-    shown = b"".join(chunks).decode(errors="replace")
-    assert proc.returncode == 0, stderr[-3000:]
+    run = run_on_terminal([*_SMALL, "--out", str(tmp_path / "tty")], env)
+    shown, stderr = run.shown.decode(errors="replace"), run.stderr
+    assert run.code == 0, stderr[-3000:]
     assert "building shards" in shown or "publishing" in shown, shown[-2000:]
     assert "accepted" in shown and "rejected" in shown and "dup" in shown
     assert "6 sft rows published" in shown  # then the summary table

@@ -9,12 +9,7 @@ on a terminal.
 from __future__ import annotations
 
 import io
-import os
-import pty
 import re
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +27,7 @@ from datagen.scenes import get_family
 from datagen.shards import TaskEvent, completed_shards, prepare_output, run_shard
 from flows.build import _pool, _run_shard, running_shards
 from tests.flows.prefect_server import PrefectServer, prefect_server
+from tests.flows.terminal import run_on_terminal
 from tests.openai_server import FakeOpenAI, Reply, last_user_text
 
 KEY = "sk-test-progress"
@@ -144,44 +140,23 @@ def test_a_terminal_bar_moves_per_task_with_an_llm_teacher(server: PrefectServer
                                                          tmp_path: Path) -> None:
     out = tmp_path / "tty"
     probe = llm_cfg(tmp_path / "probe", "http://127.0.0.1:9/v1")
+    mid_shard: list[int] = []  # bytes shown when no shard was finished yet
+
+    def watch(shown_so_far: int) -> None:
+        if not list((out / ".datagen" / "shards").glob("*.done.json")):
+            mid_shard.append(shown_so_far)
+
     with slow_server(answers(probe), delay=1.5) as llm:
-        leader, follower = pty.openpty()
         env = {**server.env, "COLUMNS": "180", "TERM": "xterm", "OPENAI_API_KEY": KEY}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "datagen.cli", "build", "--teacher", "openai", "--model",
-             "test-model", "--base-url", llm.url, "--n", "2", "--shard-size", "1",
-             "--questions-per-scene", "3", "--workers", "1", "--concurrency", "1",
-             "--attempts", "1", "--cell-timeout", "5", "--out", str(out)],
-            env=env, stdout=follower, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        os.close(follower)
-        chunks: list[bytes] = []
-        mid_shard: list[int] = []  # bytes shown when no shard was finished yet
-
-        def read() -> None:
-            while True:
-                try:
-                    data = os.read(leader, 65536)
-                except OSError:  # the child closed the terminal
-                    return
-                if not data:
-                    return
-                chunks.append(data)
-                if not list((out / ".datagen" / "shards").glob("*.done.json")):
-                    mid_shard.append(sum(map(len, chunks)))
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        try:
-            _, stderr = proc.communicate(timeout=240)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        reader.join(10)
-        os.close(leader)
-    shown = b"".join(chunks).decode(errors="replace")
-    assert proc.returncode == 0, stderr[-3000:]
-    before = b"".join(chunks)[:max(mid_shard, default=0)].decode(errors="replace")
+        run = run_on_terminal(
+            ["build", "--teacher", "openai", "--model", "test-model", "--base-url", llm.url,
+             "--n", "2", "--shard-size", "1", "--questions-per-scene", "3", "--workers", "1",
+             "--concurrency", "1", "--attempts", "1", "--cell-timeout", "5", "--out", str(out)],
+            env, on_output=watch)
+    shown = run.shown.decode(errors="replace")
+    stderr = run.stderr
+    assert run.code == 0, stderr[-3000:]
+    before = run.shown[:max(mid_shard, default=0)].decode(errors="replace")
     lines = before.replace("\r", "\n").replace("\x1b[2K", "\n").splitlines()  # frame a line
     frames = [f for f in (re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", x) for x in lines)
               if "building shards" in f]
