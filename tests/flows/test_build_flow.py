@@ -113,6 +113,30 @@ def test_a_cached_shard_whose_files_are_gone_is_built_again(tmp_path: Path) -> N
     assert "Cached" in states  # the second build hit the cache, then rebuilt the shard
 
 
+def test_only_the_shards_the_pool_can_take_run_at_once(tmp_path: Path) -> None:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    # Shards of one scene: n=24 plans 10 shards for one worker.
+    cfg = BuildConfig(n=24, out=tmp_path / "bounded", shard_size=1, questions_per_scene=3,
+                      workers=1, cell_timeout=10.0)
+    prepare_output(cfg, overwrite=False, resume=False)
+    state = build(cfg, return_state=True)
+    assert state.is_completed()
+    with _client() as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    shards = [r for r in runs if r.name.startswith("build-shard")]
+    assert len(shards) >= 8
+    # The most task runs Running at one moment: a shard in the worker and one queued for it,
+    # not every planned shard (each a thread of the CLI) from the start.
+    edges = sorted([(r.start_time, 1) for r in shards] + [(r.end_time, -1) for r in shards])
+    running, most = 0, 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    assert most <= 2, f"{most} of {len(shards)} shard task runs were running at once"
+
+
 def test_the_same_flow_on_a_local_dask_cluster_gives_the_same_rows(tmp_path: Path) -> None:
     pytest.importorskip("prefect_dask")
     from flows.build import run_build
