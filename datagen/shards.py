@@ -25,6 +25,7 @@ import io
 import json
 import os
 import shutil
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -94,7 +95,8 @@ class ShardSummary:
 class TaskEvent:
     """One finished task of a shard, as ``run_shard(on_task=...)`` reports it.
 
-    A task is finished when its tries are verified (SFT) or its prompt is made (RL). The counts
+    A task is finished when its tries are verified (SFT) or its prompt is made (RL: with
+    ``--weak-model``, as soon as the weak model's samples of it are answered). The counts
     add up to the shard's summary: ``kept`` rows to ``ShardSummary.kept``, ``rejected`` to its
     failed tries (the rejects file), so a progress display can move per task and still agree
     with the finished shard.
@@ -252,16 +254,34 @@ def _solve(cfg: BuildConfig, task: Task, teacher: Teacher,
 Weak = tuple[float | None, str | None]  # a task's weak pass rate and the difficulty it implies
 
 
-def _weak_labels(cfg: BuildConfig, tasks: Sequence[Task]) -> tuple[list[Weak], Usage]:
-    """The weak model's pass rate on each task and its label (all None without one)."""
+def _weak_labels(cfg: BuildConfig, tasks: Sequence[Task],
+                 on_labelled: Callable[[int], None] | None = None) -> tuple[list[Weak], Usage]:
+    """The weak model's pass rate on each task and its label (all None without one).
+
+    ``on_labelled(position)`` is called, from the sampling threads, once a task's last sample
+    is answered.
+    """
     if not cfg.weak_model:
         return [(None, None)] * len(tasks), Usage()
     from datagen.teachers.weak import WeakSolver, difficulty_of  # it builds on this module
 
     weak = WeakSolver(cfg)
     k = cfg.weak_samples
-    samples = [(task, i) for task in tasks for i in range(k)]
-    outcomes = _ordered_map(lambda s: weak.solves(*s), samples, cfg.concurrency)
+    left = [k] * len(tasks)  # samples still unanswered, per task
+    lock = threading.Lock()
+
+    def solve(sample: tuple[int, int]) -> bool | None:
+        outcome = weak.solves(tasks[sample[0]], sample[1])
+        if on_labelled is not None:
+            with lock:
+                left[sample[0]] -= 1
+                labelled = left[sample[0]] == 0
+            if labelled:
+                on_labelled(sample[0])
+        return outcome
+
+    samples = [(position, i) for position in range(len(tasks)) for i in range(k)]
+    outcomes = _ordered_map(solve, samples, cfg.concurrency)
     rates = [weak.pass_rate(outcomes[i * k:(i + 1) * k]) for i in range(len(tasks))]
     return [(r, None if r is None else difficulty_of(r)) for r in rates], weak.usage()
 
@@ -287,9 +307,14 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None,
         with Image.open(io.BytesIO(scene.image)) as im:
             side = max(im.size)
         posed += [(task, side) for task in family.pose(scene, cfg.questions_per_scene)]
-    labels, weak_usage = _weak_labels(cfg, [p[0] for p in posed])
+    posed_event = None if on_task is None else functools.partial(_posed, on_task, index,
+                                                                  len(posed))
+    # An RL prompt is done once labelled: with a weak model that is the shard's slow part, so
+    # its progress is reported as the labels come in rather than all at once after them.
+    early = posed_event if place.split == "rl" and cfg.weak_model and cfg.weak_samples else None
+    labels, weak_usage = _weak_labels(cfg, [p[0] for p in posed], early)
     if place.split == "rl":
-        built = _rl_rows(cfg, index, posed, labels, on_task)
+        built = _rl_rows(cfg, index, posed, labels, None if early else posed_event)
     else:
         built = _sft_rows(cfg, index, posed, labels, teacher or get_teacher(cfg.teacher, cfg),
                           on_task)
@@ -382,9 +407,18 @@ def _sft_rows(cfg: BuildConfig, index: int, posed: list[tuple[Task, int]], label
     return built
 
 
+def _posed(on_task: Callable[[TaskEvent], None], index: int, tasks: int, position: int) -> None:
+    """Report the RL prompt at ``position`` of shard ``index`` as done."""
+    on_task(TaskEvent(shard=index, position=position, tasks=tasks, kept=True, reason="posed",
+                      attempts=0))
+
+
 def _rl_rows(cfg: BuildConfig, index: int, posed: list[tuple[Task, int]],
-             labels: list[Weak], on_task: Callable[[TaskEvent], None] | None) -> _Built:
-    """Every posed task is an RL prompt; its gold answer is exact by construction."""
+             labels: list[Weak], on_posed: Callable[[int], None] | None) -> _Built:
+    """Every posed task is an RL prompt; its gold answer is exact by construction.
+
+    ``on_posed(position)`` is called as each prompt becomes a row.
+    """
     per_shard = cfg.shard_size * cfg.questions_per_scene
     first = (index // len(cfg.splits())) * per_shard  # the row's number within the RL split
     rows = [rl_row(task, first + i, "train", *weak)
@@ -393,9 +427,8 @@ def _rl_rows(cfg: BuildConfig, index: int, posed: list[tuple[Task, int]],
     for position, ((task, side), row, (rate, _)) in enumerate(
             zip(posed, rows, labels, strict=True)):
         built.keep(task, side, row["extra_info"]["difficulty"], rate == 1.0)
-        if on_task is not None:  # nothing is rolled out: a prompt is done once it is a row
-            on_task(TaskEvent(shard=index, position=position, tasks=len(posed), kept=True,
-                              reason="posed", attempts=0))
+        if on_posed is not None:  # nothing is rolled out: a prompt is done once it is a row
+            on_posed(position)
     return built
 
 

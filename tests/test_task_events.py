@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from datagen.config import BuildConfig
+from datagen.config import RL_SCENE_BASE, BuildConfig
 from datagen.records import Task
 from datagen.scenes import get_family
 from datagen.shards import TaskEvent, prepare_output, run_shard, shard_files
@@ -54,7 +54,7 @@ def posed_tasks(cfg: BuildConfig, index: int = 0) -> list[Task]:
     """The tasks shard ``index`` poses, in its order."""
     place = cfg.locate(index)
     family = get_family(place.family)
-    first = place.number * cfg.shard_size
+    first = place.number * cfg.shard_size + (RL_SCENE_BASE if place.split == "rl" else 0)
     return [task for i in range(first, first + cfg.shard_size)
             for task in family.pose(family.make_scene(i, cfg.seed, cfg.scene_options()),
                                     cfg.questions_per_scene)]
@@ -158,3 +158,41 @@ def test_rl_shard_reports_every_posed_prompt(tmp_path: Path) -> None:
     assert [(e.position, e.kept, e.reason, e.attempts, e.rejected) for e in hook.events] == [
         (i, True, "posed", 0, 0) for i in range(6)]
     assert all(e.tasks == 6 for e in hook.events)
+
+
+def test_rl_prompts_are_reported_as_the_weak_model_labels_them(tmp_path: Path,
+                                                                _fake_key: None) -> None:
+    import time
+
+    from datagen.teachers.weak import weak_messages
+
+    def cfg(name: str, url: str) -> BuildConfig:
+        return BuildConfig(n=6, out=tmp_path / name, split="rl", shard_size=2,
+                           questions_per_scene=3, workers=1, weak_model="weak-vlm",
+                           weak_base_url=url, weak_samples=2, concurrency=2,
+                           request_timeout=10.0)
+
+    tasks = posed_tasks(cfg("probe", "http://127.0.0.1:9/v1"))
+
+    def handler(body: dict[str, Any]) -> Reply:
+        task = next(t for t in tasks if body["messages"] == weak_messages(t))
+        return Reply(text=f"<answer>{task.answer}</answer>", delay=0.1)
+
+    with FakeOpenAI(handler) as server:
+        hook = Recorder()
+        seen_at: dict[int, float] = {}
+
+        def timed(event: TaskEvent) -> None:
+            seen_at[event.position] = time.monotonic()
+            hook(event)
+
+        hooked = build(cfg("hooked", server.url), timed)  # type: ignore[arg-type]
+        asked = list(server.times)
+        assert len(asked) == len(tasks) * 2  # two samples a task
+        assert build(cfg("plain", server.url)) == hooked  # same rows (from the reply cache)
+
+    assert sorted(e.position for e in hook.events) == list(range(len(tasks)))  # once each
+    assert all((e.kept, e.reason, e.attempts) == (True, "posed", 0) for e in hook.events)
+    # The bar moves during the labelling, which is the shard's slow part, not only after it.
+    assert min(seen_at.values()) < max(asked)
+    assert hook.threads and all(n.startswith("datagen-task") for n in hook.threads)
