@@ -230,7 +230,7 @@ def _progress(cfg: Any, show: bool, runner: str) -> contextlib.AbstractContextMa
     if not show:
         return contextlib.nullcontext()
     from datagen.progress import BuildProgress
-    from flows.build import running_shards
+    from flows.shard_pool import running_shards
 
     running = (lambda: running_shards(cfg)) if runner == "local" else None
     return BuildProgress(cfg, out, running=running)

@@ -3,9 +3,9 @@
 Two sources feed it. The build's completion markers (``shards.completed_shards``) are the
 truth for finished shards, wherever they were built (this machine's process pool or a Dask
 cluster). The shards still running report their finished tasks through ``run_shard``'s
-``on_task`` hook into a ``TaskBoard``: counters in shared memory, one slot per process of the
-local pool, read by the bar. A shard with an LLM teacher can take many minutes, and this is
-what lets the user tell a slow endpoint from a hung one.
+``on_task`` hook into a ``TaskBoard`` (``task_board.py``): counters in shared memory, one slot
+per process of the local pool, read by the bar. A shard with an LLM teacher can take many
+minutes, and this is what lets the user tell a slow endpoint from a hung one.
 
 The bar counts tasks (a task's tries verified, or an RL prompt made) of the tasks the planner
 has asked for so far, with accepted / rejected counts, rows ready of those asked for, and an
@@ -20,9 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from multiprocessing.context import BaseContext
 from types import TracebackType
-from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -36,7 +34,8 @@ from rich.progress import (
 
 from datagen.config import BuildConfig
 from datagen.publish import count_publishable, shards_to_build
-from datagen.shards import MarkerCache, ShardSummary, TaskEvent, completed_shards
+from datagen.shards import MarkerCache, ShardSummary, completed_shards
+from datagen.task_board import RunningShard, TaskBoard
 
 __all__ = ["BuildProgress", "BuildTally", "RunningShard", "ShardCounts", "TaskBoard", "eta_text",
            "shard_counts"]
@@ -69,83 +68,7 @@ def shard_counts(cfg: BuildConfig, done: dict[int, ShardSummary] | None = None) 
                        tasks=sum(s.tasks for s in shards))
 
 
-@dataclass(frozen=True, slots=True)
-class RunningShard:
-    """The tasks a shard still being built has finished so far."""
-
-    index: int
-    tasks: int  # the shard's tasks (0 until its first one is done)
-    done: int
-    kept: int
-    rejected: int  # failed tries
-
-
 _IDLE = 10.0  # seconds without a finished task after which the bar says how long it has been
-_SLOT = 5  # cells per slot: shard index (-1: idle), tasks, done, kept, rejected
-
-
-class TaskBoard:
-    """Per-task counts of the shards a process pool is building, in shared memory.
-
-    One slot per pool process: ``claim`` in the process's initializer, ``start`` and ``finish``
-    around each shard it builds, ``record`` as that shard's ``on_task`` hook (from any of its
-    task threads); the main process reads ``running()``. Counters rather than a queue: nothing
-    has to drain them, so a build without a bar (``--quiet``) pays a lock and three additions a
-    task, and a worker never waits on a reader. A shard that starts again (a retry) starts its
-    slot from zero, so nothing is counted twice.
-    """
-
-    def __init__(self, ctx: BaseContext, slots: int) -> None:
-        self._slots = slots
-        # The last cell numbers the slots claimed so far.
-        self._cells: Any = ctx.Array("q", [-1, 0, 0, 0, 0] * slots + [0])
-        self._slot: int | None = None  # this process's slot, once claimed
-
-    def claim(self) -> None:
-        """Take a slot for this process (a pool initializer calls it once per process)."""
-        with self._cells.get_lock():
-            self._slot = self._cells[-1] % self._slots
-            self._cells[-1] += 1
-
-    def reset(self) -> None:
-        """Free every slot (the pool was replaced: its processes are gone)."""
-        with self._cells.get_lock():
-            self._cells[:] = [-1, 0, 0, 0, 0] * self._slots + [0]
-
-    def start(self, index: int) -> None:
-        """This process starts building shard ``index``."""
-        self._put([index, 0, 0, 0, 0])
-
-    def finish(self) -> None:
-        """This process's shard is written (or failed): its marker counts from now on."""
-        self._put([-1, 0, 0, 0, 0])
-
-    def record(self, event: TaskEvent) -> None:
-        """Count one finished task of this process's shard; safe from any thread."""
-        if self._slot is None:
-            return
-        base = self._slot * _SLOT
-        with self._cells.get_lock():
-            if self._cells[base] != event.shard:  # not the shard this slot is counting
-                return
-            self._cells[base + 1] = event.tasks
-            self._cells[base + 2] += 1
-            self._cells[base + 3] += int(event.kept)
-            self._cells[base + 4] += event.rejected
-
-    def running(self) -> list[RunningShard]:
-        """The shards being built now, with what their finished tasks hold."""
-        with self._cells.get_lock():
-            cells = list(self._cells[:-1])
-        return [RunningShard(*cells[i:i + _SLOT]) for i in range(0, len(cells), _SLOT)
-                if cells[i] >= 0]
-
-    def _put(self, values: list[int]) -> None:
-        if self._slot is None:
-            return
-        base = self._slot * _SLOT
-        with self._cells.get_lock():
-            self._cells[base:base + _SLOT] = values
 
 
 @dataclass(frozen=True, slots=True)

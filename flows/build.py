@@ -15,20 +15,18 @@ With an LLM teacher and ``--max-cost``, the worker processes share one spending 
 is spent a shard stops (unwritten; its paid calls stay in the response cache), no new shard is
 planned, and what the finished shards verified is published.
 
-The pool's processes also count each shard's finished tasks on a shared ``TaskBoard``, which
-``running_shards`` reads for the progress bar; a shard built on a Dask worker reports only when
-it is finished (its marker).
+The pool itself, and what its processes run, is ``flows/shard_pool.py``, which workers import
+without Prefect. Its processes count each shard's finished tasks on a shared ``TaskBoard`` for
+the progress bar; a shard built on a Dask worker reports only when it is finished (its marker).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import re
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Literal
@@ -43,89 +41,23 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from datagen.config import BuildConfig
 from datagen.errors import DatagenError, RunError, UsageError
-from datagen.progress import RunningShard, TaskBoard
 from datagen.publish import PublishReport, publish, shards_to_build
 from datagen.run_summary import RunFacts, render_run_summary
-from datagen.sandbox import forkserver_context
-from datagen.shards import ShardSummary, completed_shards, run_shard
+from datagen.shards import ShardSummary, completed_shards
 from datagen.teachers import BudgetSpent
-from datagen.teachers.chat_api import share_spending, spent
+from datagen.teachers.chat_api import spent
+from flows.shard_pool import (
+    close_pool,
+    drop_broken_pool,
+    run_pooled_shard,
+    shard_pool,
+    spending_counter,
+)
 
-__all__ = ["Runner", "artifact_key", "build", "build_shard", "build_shards", "close_pool",
-           "run_build", "running_shards", "shard_cache_key"]
+__all__ = ["Runner", "artifact_key", "build", "build_shard", "build_shards", "run_build",
+           "shard_cache_key"]
 
 Runner = Literal["local", "dask"]
-
-
-@functools.cache
-def _spending() -> Any:
-    """The USD counter that this process and its pool's processes share."""
-    value = forkserver_context().Value("d", 0.0)
-    share_spending(value)  # this process reads it too
-    return value
-
-
-@functools.cache
-def _board(workers: int) -> TaskBoard:
-    """Where the processes of the pool of ``workers`` count their shards' finished tasks."""
-    return TaskBoard(forkserver_context(), workers)
-
-
-def running_shards(cfg: BuildConfig) -> list[RunningShard]:
-    """The shards the pool of ``cfg.workers`` processes is building now, with their finished
-    tasks (the progress bar's reader; empty on the Dask runner)."""
-    return _board(cfg.workers).running()
-
-
-_worker_board: TaskBoard | None = None  # in a pool process: its slot of the pool's board
-
-
-def _start_worker(spending: Any, board: TaskBoard) -> None:
-    """The pool's initializer: share the spending counter and take a slot of the board."""
-    global _worker_board
-    share_spending(spending)
-    board.claim()
-    _worker_board = board
-
-
-@functools.cache
-def _pool(workers: int) -> ProcessPoolExecutor:
-    """The shard pool of this process (made again if a worker died, see ``build_shard``)."""
-    # forkserver: workers start clean (no Prefect threads copied into them); taking the context
-    # from the sandbox keeps its preload, so sandboxes in this process start warm too.
-    return ProcessPoolExecutor(workers, mp_context=forkserver_context(),
-                               initializer=_start_worker,
-                               initargs=(_spending(), _board(workers)))
-
-
-def close_pool(workers: int) -> None:
-    """Stop this process's shard pool, with its workers' sandboxes, if it has one.
-
-    Called once no shard is left to build: publishing then has the memory to itself (the pool
-    and its jails hold ~850 MiB), and a process that lives on (``datagen deploy``, a notebook)
-    holds no idle workers. The next build starts a new pool.
-    """
-    if _pool.cache_info().currsize == 0:
-        return
-    pool = _pool(workers)
-    _pool.cache_clear()
-    pool.shutdown(wait=True, cancel_futures=True)
-    _board(workers).reset()
-
-
-def _run_shard(cfg: BuildConfig, index: int, key: str | None) -> ShardSummary:
-    # The pool's processes (or a Dask worker) may predate the key, so it travels with the call,
-    # in memory only.
-    if key:
-        os.environ["OPENAI_API_KEY"] = key
-    board = _worker_board
-    if board is None:  # a Dask worker: the shard's marker is its only report
-        return run_shard(cfg, index)
-    board.start(index)
-    try:
-        return run_shard(cfg, index, on_task=board.record)
-    finally:
-        board.finish()  # after the marker is written: readers never miss the shard's tasks
 
 
 def _on_dask_worker() -> bool:
@@ -161,18 +93,13 @@ def build_shard(cfg: BuildConfig, index: int) -> ShardSummary:
     """
     key = os.environ.get("OPENAI_API_KEY") if cfg.teacher == "openai" or cfg.weak_model else None
     if _on_dask_worker():
-        summary = _run_shard(cfg, index, key)
+        summary = run_pooled_shard(cfg, index, key)
     else:
-        pool = _pool(cfg.workers)
+        pool = shard_pool(cfg.workers)
         try:
-            summary = pool.submit(_run_shard, cfg, index, key).result()
+            summary = pool.submit(run_pooled_shard, cfg, index, key).result()
         except BrokenProcessPool:
-            # A worker was killed (OOM, a signal): the retry gets a new pool. Shards that ran
-            # beside it fail too; the first of them to get here replaces the pool.
-            if _pool(cfg.workers) is pool:
-                _pool.cache_clear()
-                pool.shutdown(wait=False, cancel_futures=True)
-                _board(cfg.workers).reset()  # its slots were the dead pool's
+            drop_broken_pool(cfg.workers, pool)  # a worker was killed: the retry gets a new pool
             raise
     get_run_logger().info(
         "shard %d: %d/%d tasks verified in %.1f s", index, summary.kept, summary.tasks,
@@ -241,7 +168,7 @@ def build(cfg: BuildConfig) -> PublishReport:
     reused = set(done)
     if done:
         log.info("resuming: %d shards already finished", len(done))
-    spending = _spending()
+    spending = spending_counter()
     with spending.get_lock():
         spending.value = 0.0  # --max-cost bounds what this run pays for new calls
     budget_spent = False

@@ -23,7 +23,8 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from datagen.config import BuildConfig
 from datagen.errors import UsageError
 from datagen.shards import completed_shards, prepare_output
-from flows.build import build, build_shards, close_pool
+from flows.build import build, build_shards
+from flows.shard_pool import close_pool
 
 __all__ = ["SCHEDULES", "ScheduledBuild", "build_shard_range", "deploy_to_pool", "deployments",
            "scheduled_build", "serve_deployments", "shard_range_deployment"]

@@ -28,13 +28,13 @@ def test_flow_builds_then_extends_a_build_without_redoing_shards(tmp_path: Path)
     cfg = BuildConfig(n=20, out=tmp_path / "out", shard_size=4, questions_per_scene=3,
                       workers=2, cell_timeout=10.0)
     prepare_output(cfg, overwrite=False, resume=False)
-    from flows.build import _pool
+    from flows.shard_pool import shard_pool
 
-    pool = _pool(2)  # the one build() uses
+    pool = shard_pool(2)  # the one build() uses
     report = build(cfg)
     assert report.rows == 20
     # The pool (with its workers' sandboxes) is stopped before publishing, not left idle.
-    assert _pool.cache_info().currsize == 0
+    assert shard_pool.cache_info().currsize == 0
     assert pool._processes is None or not any(p.is_alive() for p in pool._processes.values())
     small = _load(cfg.out)
     before = {i: s.seconds for i, s in completed_shards(cfg).items()}
@@ -137,6 +137,19 @@ def test_only_the_shards_the_pool_can_take_run_at_once(tmp_path: Path) -> None:
     assert most <= 2, f"{most} of {len(shards)} shard task runs were running at once"
 
 
+def test_pool_workers_build_shards_without_loading_prefect() -> None:
+    from flows.shard_pool import close_pool, shard_pool
+    from tests.flows.pool_probe import loaded
+
+    # A module a worker imports costs memory in every worker for the whole build (Prefect:
+    # ~36 MiB each); the orchestrator belongs to the process that owns the pool.
+    try:
+        found = shard_pool(1).submit(loaded, ("prefect", "rich", "typer")).result(timeout=120)
+    finally:
+        close_pool(1)
+    assert found == []
+
+
 def test_the_same_flow_on_a_local_dask_cluster_gives_the_same_rows(tmp_path: Path) -> None:
     pytest.importorskip("prefect_dask")
     from flows.build import run_build
@@ -176,12 +189,12 @@ def test_a_shard_whose_worker_is_killed_is_retried_in_a_new_pool(tmp_path: Path)
     import threading
     import time
 
-    from flows.build import _pool
+    from flows.shard_pool import shard_pool
 
     cfg = BuildConfig(n=6, out=tmp_path / "killed", shard_size=6, questions_per_scene=1,
                       workers=1, cell_timeout=10.0)
     prepare_output(cfg, overwrite=False, resume=False)
-    pool = _pool(1)
+    pool = shard_pool(1)
     killed: list[int] = []
 
     def kill_the_worker() -> None:
@@ -199,5 +212,5 @@ def test_a_shard_whose_worker_is_killed_is_retried_in_a_new_pool(tmp_path: Path)
     report = build(cfg)
     killer.join()
     assert killed and report.rows == 6  # the retry ran in a fresh pool, closed after the build
-    assert _pool.cache_info().currsize == 0
+    assert shard_pool.cache_info().currsize == 0
     assert len(completed_shards(cfg)) == 2  # n=6 plans two shards of 6 tasks

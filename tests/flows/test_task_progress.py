@@ -25,7 +25,7 @@ from datagen.records import Task
 from datagen.sandbox import forkserver_context
 from datagen.scenes import get_family
 from datagen.shards import TaskEvent, completed_shards, prepare_output, run_shard
-from flows.build import _pool, _run_shard, running_shards
+from flows.shard_pool import run_pooled_shard, running_shards, shard_pool
 from tests.flows.prefect_server import PrefectServer, prefect_server
 from tests.flows.terminal import run_on_terminal
 from tests.openai_server import FakeOpenAI, Reply, last_user_text
@@ -69,7 +69,7 @@ def test_pool_workers_report_tasks_before_their_shard_finishes(tmp_path: Path) -
         counts: list[int] = []  # the main process's readings while no marker exists
         frames: list[str] = []
         with BuildProgress(cfg, console, interval=0.1, running=lambda: running_shards(cfg)):
-            future = _pool(cfg.workers).submit(_run_shard, cfg, 0, KEY)
+            future = shard_pool(cfg.workers).submit(run_pooled_shard, cfg, 0, KEY)
             while not future.done():
                 shown, now = screen.getvalue(), running_shards(cfg)
                 if not completed_shards(cfg):
