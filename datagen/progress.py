@@ -35,10 +35,9 @@ from rich.progress import (
 from datagen.config import BuildConfig
 from datagen.publish import count_publishable, shards_to_build
 from datagen.shards import MarkerCache, ShardSummary, completed_shards
-from datagen.task_board import RunningShard, TaskBoard
+from datagen.task_board import RunningShard
 
-__all__ = ["BuildProgress", "BuildTally", "RunningShard", "ShardCounts", "TaskBoard", "eta_text",
-           "shard_counts"]
+__all__ = ["BuildProgress", "BuildTally", "ShardCounts", "eta_text", "shard_counts"]
 
 
 @dataclass(frozen=True, slots=True)

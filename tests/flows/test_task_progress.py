@@ -19,12 +19,13 @@ import pytest
 from rich.console import Console
 
 from datagen.config import BuildConfig
-from datagen.progress import BuildProgress, RunningShard, TaskBoard, eta_text
+from datagen.progress import BuildProgress, eta_text
 from datagen.publish import shards_to_build
 from datagen.records import Task
 from datagen.sandbox import forkserver_context
 from datagen.scenes import get_family
 from datagen.shards import TaskEvent, completed_shards, prepare_output, run_shard
+from datagen.task_board import RunningShard, TaskBoard
 from flows.shard_pool import run_pooled_shard, running_shards, shard_pool
 from tests.flows.prefect_server import PrefectServer, prefect_server
 from tests.flows.terminal import run_on_terminal
