@@ -74,9 +74,7 @@ def drop_broken_pool(workers: int, pool: ProcessPoolExecutor) -> None:
     the pool, the others find it replaced already.
     """
     if shard_pool(workers) is pool:
-        shard_pool.cache_clear()
-        pool.shutdown(wait=False, cancel_futures=True)
-        _board(workers).reset()  # its slots were the dead pool's
+        _forget(workers, wait=False)
 
 
 def close_pool(workers: int) -> None:
@@ -86,12 +84,16 @@ def close_pool(workers: int) -> None:
     and its jails hold ~850 MiB), and a process that lives on (``datagen deploy``, a notebook)
     holds no idle workers. The next build starts a new pool.
     """
-    if shard_pool.cache_info().currsize == 0:
-        return
+    if shard_pool.cache_info().currsize:
+        _forget(workers, wait=True)
+
+
+def _forget(workers: int, wait: bool) -> None:
+    """Shut the current pool down and free its board's slots; the next call makes a new one."""
     pool = shard_pool(workers)
     shard_pool.cache_clear()
-    pool.shutdown(wait=True, cancel_futures=True)
-    _board(workers).reset()
+    pool.shutdown(wait=wait, cancel_futures=True)
+    _board(workers).reset()  # its slots were the old pool's
 
 
 def run_pooled_shard(cfg: BuildConfig, index: int, key: str | None) -> ShardSummary:
