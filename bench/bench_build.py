@@ -26,10 +26,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from datagen.config import BuildConfig
-from datagen.publish import publish
+from datagen.pipeline.shards import prepare_output, run_shard
+from datagen.release.publish import publish
 from datagen.sandbox import forkserver_context
-from datagen.scenes import get_family
-from datagen.shards import prepare_output, run_shard
+from datagen.scenes.registry import get_family
 
 
 def render_rate(family: str, scenes: int, seed: int) -> tuple[float, float]:

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from datagen.dedup import DedupIndex, DedupRule, Signatures, near_pairs
+from datagen.release.dedup import DedupIndex, DedupRule, Signatures, near_pairs
 
 
 def planted(n: int, radius: int, seed: int = 0) -> np.ndarray:

@@ -32,7 +32,7 @@ def main() -> None:
     from prefect import flow
 
     from datagen.config import BuildConfig
-    from datagen.shards import completed_shards, prepare_output
+    from datagen.pipeline.shards import completed_shards, prepare_output
     from flows.build import run_build
 
     @flow

@@ -162,8 +162,8 @@ def build(
     """
     from datagen.config import BuildConfig
     from datagen.errors import UsageError
-    from datagen.publish import check_sources
-    from datagen.shards import prepare_output
+    from datagen.pipeline.shards import prepare_output
+    from datagen.release.publish import check_sources
 
     p = _with_config_file(ctx, config) if config is not None else dict(ctx.params)
     run_opts = {k: p.pop(k) for k in ("runner", "address", "quiet", "json_out")}
@@ -184,7 +184,7 @@ def build(
                          "server any value works, e.g. OPENAI_API_KEY=none)")
     check_sources(cfg)
     if p["push"]:
-        from datagen.hub import check_push
+        from datagen.release.hub import check_push
 
         check_push(p["push"])
     prepare_output(cfg, overwrite=p["overwrite"], resume=p["resume"])
@@ -213,7 +213,7 @@ def build(
             err.print(f"warning: only {rows} of {cfg.n} {split} rows could be published",
                       markup=False)
     if p["push"]:
-        from datagen.hub import push_folder
+        from datagen.release.hub import push_folder
 
         url = push_folder(cfg.out, p["push"], private=p["private"])
         (err if run_opts["json_out"] else out).print(f"pushed {cfg.out} to {p['push']}: {url}",
@@ -229,7 +229,7 @@ def _progress(cfg: Any, show: bool, runner: str) -> contextlib.AbstractContextMa
     """
     if not show:
         return contextlib.nullcontext()
-    from datagen.progress import BuildProgress
+    from datagen.pipeline.progress import BuildProgress
     from flows.shard_pool import running_shards
 
     running = (lambda: running_shards(cfg)) if runner == "local" else None
@@ -311,8 +311,8 @@ def validate(
     limit: Annotated[int, typer.Option(help="Problems to print (0 = all).")] = 50,
 ) -> None:
     """Check an SFT or RL set's format; exit code 1 with a per-row report if it has problems."""
+    from datagen.check.validate import validate_path
     from datagen.errors import RunError
-    from datagen.validate import validate_path
 
     report = validate_path(path)
     rows = ", ".join(f"{n} {c} rows" for c, n in report.rows.items()) or "no rows"
@@ -336,7 +336,7 @@ def export(
         help="codedance: store images as plain bytes, as the public CodeDance cards do.")] = True,
 ) -> None:
     """Write the set in another trainer's layout to a new folder."""
-    from datagen.export import export_set
+    from datagen.release.export import export_set
 
     dst = export_set(path, to, out_dir, binary_images=binary_images)
     out.print(f"exported {path} as {to} to {dst}", markup=False)
@@ -349,7 +349,7 @@ def push(
     private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
 ) -> None:
     """Validate the folder and upload it to the Hub in one commit (token: HF_TOKEN or login)."""
-    from datagen.hub import push_folder
+    from datagen.release.hub import push_folder
 
     url = push_folder(path, repo_id, private=private)
     out.print(f"pushed {path} to {repo_id}: {url}", markup=False)
@@ -369,7 +369,7 @@ def preview(
         "--out", help="The HTML file to write.")] = Path("preview.html"),
 ) -> None:
     """Write one self-contained HTML page of samples and their traces; print its path."""
-    from datagen.preview import write_preview
+    from datagen.inspect.preview import write_preview
 
     report = write_preview(path, out_file, n=n, rejects=rejects, family=family,
                            task_type=task_type)
@@ -385,8 +385,8 @@ def stats(
         help="Folder for the PNG plots (default: PATH/plots, or ./plots for a Hub id).")] = None,
 ) -> None:
     """Print the set's tables (task mix, difficulty, funnel, ...) and write its plots."""
-    from datagen.plots import plot_summary, summarize, summary_tables
-    from datagen.published import open_published
+    from datagen.inspect.stats import plot_summary, summarize, summary_tables
+    from datagen.release.published import open_published
 
     published = open_published(path, split)
     summary = summarize(published)
@@ -411,9 +411,9 @@ def verify(
     """Re-run every SFT trace in the sandbox; re-check observations, images and answers."""
     from rich.progress import Progress
 
+    from datagen.check.verify import reverify, verify_sandbox
     from datagen.errors import RunError
-    from datagen.published import open_published
-    from datagen.reverify import reverify, verify_sandbox
+    from datagen.release.published import open_published
 
     published = open_published(path, "sft")
     with verify_sandbox(cell_timeout, allow_process_mode) as sandbox, \

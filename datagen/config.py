@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -17,14 +17,21 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from datagen import GENERATOR_VERSION
 from datagen.errors import UsageError
 from datagen.scenes import FAMILY_NAMES
-from datagen.teachers import TEACHER_NAMES
 
-if TYPE_CHECKING:
-    from datagen.dedup import DedupRule
-
-__all__ = ["BuildConfig", "ShardPlace", "RL_SCENE_BASE", "SPLITS"]
+__all__ = ["DEFAULT_BASE_URL", "PRICES", "RL_SCENE_BASE", "SPLITS", "TEACHER_NAMES", "BuildConfig",
+           "ShardPlace", "public_url"]
 
 SPLITS = ("sft", "rl")
+TEACHER_NAMES = ("scripted", "openai")
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# USD per 1M tokens (input, output) for a few well-known models; --price-in/--price-out win.
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+}
 # RL scenes are numbered from here, so an RL set never draws a scene of the SFT set with the
 # same seed, whether both are built together (--split all) or in two runs.
 RL_SCENE_BASE = 1 << 40
@@ -187,8 +194,6 @@ class BuildConfig(BaseModel):
 
     @model_validator(mode="after")
     def _teacher_options(self) -> BuildConfig:
-        from datagen.teachers.chat_api import PRICES
-
         if self.teacher == "scripted" and self.attempts > 1:
             raise ValueError("--attempts: the scripted teacher is deterministic, so every try "
                              "would be the same trace; use 1")
@@ -211,8 +216,6 @@ class BuildConfig(BaseModel):
 
         The options win, else the table of known models, else 0.
         """
-        from datagen.teachers.chat_api import PRICES
-
         known = PRICES.get(self.model if model is None else model, (0.0, 0.0))
         return (self.price_in if self.price_in is not None else known[0],
                 self.price_out if self.price_out is not None else known[1])
@@ -246,12 +249,6 @@ class BuildConfig(BaseModel):
         place = self.locate(shard)
         return place.family, place.number
 
-    def dedup_rule(self) -> DedupRule:
-        """The duplicate rule the publish options give."""
-        from datagen.dedup import DedupRule
-
-        return DedupRule(self.dedup_radius, self.text_threshold, self.image_hash)
-
     @classmethod
     def from_options(cls, **options: object) -> BuildConfig:
         """Validate options; a bad one becomes a one-line UsageError naming it."""
@@ -280,3 +277,11 @@ class BuildConfig(BaseModel):
         fields["generator_version"] = GENERATOR_VERSION
         blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def public_url(base_url: str | None) -> str:
+    """The base URL without credentials, query or fragment (safe to hash, log and print)."""
+    parts = urlsplit(base_url or DEFAULT_BASE_URL)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"

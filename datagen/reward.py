@@ -7,7 +7,7 @@ Point verl at this file (``custom_reward_function.path=<this file>``,
 cell's output may print anything (even ``<answer>``).
 
 Score: 1.0 when the format is right and the answer matches the gold one
-(``datagen.verify.match``, the very check that kept the data), else 0.0. Format: exactly one
+(``datagen.check.matcher.match``, the very check that kept the data), else 0.0. Format: exactly one
 ``<answer>…</answer>``, balanced, unnested ``<think>`` tags, and an answer of at most
 ``max_answer_chars`` characters.
 
@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from datagen.verify import extract_answer, match
+from datagen.check.matcher import extract_answer, match
 
 __all__ = ["SCORE_KEYS", "compute_score", "compute_score_batch", "difficulty_factor",
            "format_problem", "tool_calls"]

@@ -41,10 +41,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from datagen.config import BuildConfig
 from datagen.errors import DatagenError, RunError, UsageError
-from datagen.publish import PublishReport, publish, shards_to_build
-from datagen.run_summary import RunFacts, render_run_summary
-from datagen.shards import ShardSummary, completed_shards
-from datagen.teachers import BudgetSpent
+from datagen.paths import prefect_results_dir
+from datagen.pipeline.run_summary import RunFacts, render_run_summary
+from datagen.pipeline.shards import ShardSummary, completed_shards
+from datagen.release.publish import PublishReport, publish, shards_to_build
+from datagen.teachers.base import BudgetSpent
 from datagen.teachers.chat_api import spent
 from flows.shard_pool import (
     close_pool,
@@ -109,7 +110,7 @@ def build_shard(cfg: BuildConfig, index: int) -> ShardSummary:
 
 def _results(cfg: BuildConfig) -> Path:
     """Where the shard task's persisted results (its Prefect cache) live: inside the build."""
-    return (cfg.out / ".datagen" / "prefect-results").resolve()
+    return prefect_results_dir(cfg.out)
 
 
 def _gather(futures: list[PrefectFuture[ShardSummary]]) -> tuple[list[ShardSummary], bool]:

@@ -22,7 +22,7 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
 from datagen.config import BuildConfig
 from datagen.errors import UsageError
-from datagen.shards import completed_shards, prepare_output
+from datagen.pipeline.shards import completed_shards, prepare_output
 from flows.build import build, build_shards
 from flows.shard_pool import close_pool
 

@@ -16,9 +16,9 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from datagen.config import BuildConfig
+from datagen.pipeline.shards import ShardSummary, run_shard
+from datagen.pipeline.task_board import RunningShard, TaskBoard
 from datagen.sandbox import forkserver_context
-from datagen.shards import ShardSummary, run_shard
-from datagen.task_board import RunningShard, TaskBoard
 from datagen.teachers.chat_api import share_spending
 
 __all__ = ["close_pool", "drop_broken_pool", "run_pooled_shard", "running_shards", "shard_pool",

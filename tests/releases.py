@@ -16,8 +16,8 @@ import pytest
 from datasets.info import DatasetInfosDict
 from huggingface_hub import DatasetCard
 
+from datagen.check.validate import validate_path
 from datagen.errors import UsageError
-from datagen.validate import validate_path
 
 Release = dict[str, list[str]]  # config -> row ids, in order
 

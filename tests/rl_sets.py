@@ -7,9 +7,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from datagen.pipeline.rows import rl_row, rl_table
 from datagen.records import Task
-from datagen.rows import rl_row, rl_table
-from datagen.scenes import get_family
+from datagen.scenes.registry import get_family
 
 _OPTIONS = {"chart": {}, "geometry": {}, "search": {"max_side": 1024}}
 

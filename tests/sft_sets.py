@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datagen.config import BuildConfig
-from datagen.publish import publish
-from datagen.shards import prepare_output, run_shard
+from datagen.pipeline.shards import prepare_output, run_shard
+from datagen.release.publish import publish
 
 
 def build_sft_set(out: Path, families: tuple[str, ...] = ("chart", "search"),

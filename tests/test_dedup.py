@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datagen.dedup import (
+from datagen.release.dedup import (
     DedupIndex,
     DedupRule,
     Signatures,

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from datagen.cli import app
 from datagen.errors import UsageError
-from datagen.export import content_parts, export_set
-from datagen.rows import sft_table
+from datagen.pipeline.rows import sft_table
+from datagen.release.export import content_parts, export_set
 from tests.rl_sets import rl_rows, write_rl_set
 from tests.test_validate import good_sft_row
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from datagen.errors import RunError, UsageError
-from datagen.hub import push_folder
+from datagen.release.hub import push_folder
 from tests.rl_sets import rl_rows, write_rl_set
 
 TOKEN = "hf_test_token_not_secret"

@@ -15,9 +15,10 @@ import yaml
 
 from datagen.config import BuildConfig
 from datagen.errors import RunError
-from datagen.publish import publish
+from datagen.paths import shard_dir
+from datagen.pipeline.shards import ShardSummary, prepare_output, run_shard, shard_files
 from datagen.records import SFT_FEATURES
-from datagen.shards import ShardSummary, prepare_output, run_shard, shard_dir, shard_files
+from datagen.release.publish import publish
 
 
 def _build(tmp_path: Path, n: int) -> tuple[BuildConfig, list[ShardSummary]]:

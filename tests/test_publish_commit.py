@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-import datagen.publish as publish
+import datagen.release.publish as publish
 from datagen.config import BuildConfig
-from datagen.shards import ShardSummary, prepare_output, run_shard
+from datagen.pipeline.shards import ShardSummary, prepare_output, run_shard
 from tests.releases import whole_release
 
 # publish._commit's steps, in order; the data swap comes after the third.

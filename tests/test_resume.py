@@ -37,7 +37,7 @@ _N_BEFORE = 16  # rows of the release a `--resume --n 24` republishes over
 # publish._commit (at its ``_checkpoint``).
 _DRIVER = '''
 import os, signal, sys
-import datagen.publish as publish
+import datagen.release.publish as publish
 
 point = os.environ["DATAGEN_KILL_AT"]
 

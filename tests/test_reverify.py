@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps
 
-from datagen.published import open_published
-from datagen.reverify import reverify
+from datagen.check.verify import reverify
+from datagen.release.published import open_published
 from datagen.sandbox import Sandbox
 from tests.sft_sets import build_sft_set, datagen, hub_layout_copy, read_rows, write_rows
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from datagen.check.matcher import match
 from datagen.reward import (
     SCORE_KEYS,
     compute_score,
@@ -13,7 +14,6 @@ from datagen.reward import (
     difficulty_factor,
     tool_calls,
 )
-from datagen.verify import match
 from tests.rl_sets import rl_rows
 
 OK = "<tool_response>\nCode execution successful, output:\n(640, 480)\n</tool_response>"

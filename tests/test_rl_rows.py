@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from datagen.messages import system_prompt, user_text
+from datagen.pipeline.rows import rl_row, rl_table
 from datagen.records import RL_FEATURES
-from datagen.rows import rl_row, rl_table
 from tests.rl_sets import rl_rows, rl_tasks, write_rl_set
 
 VERL_KEYS = {"data_source", "prompt", "images", "ability", "reward_model", "agent_name",

@@ -12,8 +12,14 @@ import pytest
 
 from datagen.config import BuildConfig
 from datagen.errors import OutputExistsError, UsageError
+from datagen.pipeline.shards import (
+    MarkerCache,
+    completed_shards,
+    prepare_output,
+    run_shard,
+    shard_files,
+)
 from datagen.records import Step, Task, Turn
-from datagen.shards import MarkerCache, completed_shards, prepare_output, run_shard, shard_files
 from datagen.teachers.scripted import ScriptedTeacher
 
 BROKEN_CODE = {

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from datagen.config import BuildConfig
-from datagen.publish import publish, shards_to_build
-from datagen.shards import ShardSummary, completed_shards, prepare_output, run_shard
+from datagen.pipeline.shards import ShardSummary, completed_shards, prepare_output, run_shard
+from datagen.release.publish import publish, shards_to_build
 
 
 def _build(cfg: BuildConfig) -> list[ShardSummary]:
@@ -37,7 +37,7 @@ def _cfg(out: Path, **kw: object) -> BuildConfig:
 
 
 def _phashes(rows: list[dict]) -> set[int]:
-    from datagen.dedup import image_hashes
+    from datagen.release.dedup import image_hashes
 
     return {image_hashes(r["images"][0]["bytes"])[0] for r in rows}
 

@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from datagen.config import RL_SCENE_BASE, BuildConfig
+from datagen.pipeline.shards import TaskEvent, prepare_output, run_shard, shard_files
 from datagen.records import Task
-from datagen.scenes import get_family
-from datagen.shards import TaskEvent, prepare_output, run_shard, shard_files
+from datagen.scenes.registry import get_family
 from datagen.teachers import chat_api
 from tests.openai_server import FakeOpenAI, Reply, last_user_text
 from tests.test_shards import FaultyTeacher

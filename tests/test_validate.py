@@ -14,13 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from datagen.check.validate import check_table, validate_path
+from datagen.check.verify import Verdict
 from datagen.cli import app
 from datagen.errors import UsageError
+from datagen.pipeline.rows import rl_table, sft_row, sft_table
 from datagen.records import Step, Trajectory, Turn
-from datagen.rows import rl_table, sft_row, sft_table
 from datagen.sandbox import CellResult
-from datagen.validate import check_table, validate_path
-from datagen.verify import Verdict
 from tests.rl_sets import rl_rows, rl_tasks, write_rl_set
 
 Row = dict[str, Any]

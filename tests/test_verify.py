@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from datagen.verify import extract_answer, match, normalize_text
+from datagen.check.matcher import extract_answer, match, normalize_text
 
 
 @pytest.mark.parametrize(("pred", "gold", "kind", "tol", "ok"), [

@@ -19,8 +19,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["CellResult", "CellStatus", "LineChannel", "MAX_REPLY_BYTES", "MAX_REQUEST_BYTES",
-           "check_result", "dumps", "failure", "result_from_wire", "result_to_wire"]
+__all__ = ["MAX_REPLY_BYTES", "MAX_REQUEST_BYTES", "WORKER_PROCESS_NAME", "CellResult",
+           "CellStatus", "LineChannel", "check_result", "dumps", "failure", "result_from_wire",
+           "result_to_wire"]
+
+# The worker module recognises our processes by this name (see worker._skip_main_fixup...).
+WORKER_PROCESS_NAME = "datagen-sandbox-worker"
 
 CellStatus = Literal["ok", "error", "timeout", "crashed"]
 _STATUSES = ("ok", "error", "timeout", "crashed")

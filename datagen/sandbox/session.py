@@ -31,6 +31,7 @@ from datagen.sandbox import bwrap
 from datagen.sandbox.bwrap import JailPool, JailSession
 from datagen.sandbox.protocol import (
     MAX_REPLY_BYTES,
+    WORKER_PROCESS_NAME,
     CellResult,
     CellStatus,
     dumps,
@@ -44,8 +45,6 @@ log = logging.getLogger(__name__)
 
 _MODES = ("auto", "bwrap", "process")
 _WORKER_MODULE = "datagen.sandbox.worker"
-# The worker module recognises our processes by this name (see worker._skip_main_fixup...).
-WORKER_PROCESS_NAME = "datagen-sandbox-worker"
 # Generous: the first worker of a process waits for the forkserver to import numpy/matplotlib,
 # which can take seconds on a loaded 2-core box. Not counted against any cell's timeout.
 _STARTUP_TIMEOUT = 120.0

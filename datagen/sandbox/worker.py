@@ -46,8 +46,7 @@ from matplotlib._pylab_helpers import Gcf  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from datagen.sandbox.protocol import dumps, result_to_wire  # noqa: E402
-from datagen.sandbox.session import WORKER_PROCESS_NAME  # noqa: E402
+from datagen.sandbox.protocol import WORKER_PROCESS_NAME, dumps, result_to_wire  # noqa: E402
 
 CELL_FILENAME = "<cell>"
 INPUT_IMAGE_FILE = "input_image.jpg"

@@ -31,39 +31,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import openai
 
 from datagen.atomic import write_text
+from datagen.config import DEFAULT_BASE_URL, public_url
 from datagen.errors import RunError
-from datagen.teachers import BudgetSpent, TeacherFailure, Usage
+from datagen.teachers.base import BudgetSpent, TeacherFailure, Usage
 
-__all__ = ["PRICES", "ChatAPI", "Completion", "Ledger", "ResponseCache", "TokenBucket",
-           "chat_api", "public_url", "share_spending", "spent"]
+__all__ = ["ChatAPI", "Completion", "Ledger", "ResponseCache", "TokenBucket", "chat_api",
+           "share_spending", "spent"]
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-# USD per 1M tokens (input, output) for a few well-known models; --price-in/--price-out win.
-PRICES: dict[str, tuple[float, float]] = {
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-}
 MAX_TRIES = 7  # one request and up to six retries: ~30 s of backoff at most
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 20.0
 RETRY_AFTER_CAP = 120.0
 IMAGE_TOKENS = 1000  # a rough per-image estimate for the tokens-per-minute bucket
-
-
-def public_url(base_url: str | None) -> str:
-    """The base URL without credentials, query or fragment (safe to hash, log and print)."""
-    parts = urlsplit(base_url or DEFAULT_BASE_URL)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
 
 
 # -- spending shared by the worker processes of one build ------------------------------------

@@ -22,15 +22,15 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from datagen.check.matcher import extract_answer
 from datagen.config import BuildConfig
 from datagen.errors import UsageError
 from datagen.messages import observation_text, system_prompt
+from datagen.paths import cache_dir
 from datagen.records import Step, Task, Turn, stable_id
-from datagen.shards import work_dir
-from datagen.teachers import Teacher, TeacherFailure, Usage
+from datagen.teachers.base import Teacher, TeacherFailure, Usage
 from datagen.teachers.chat_api import ChatAPI, Ledger, ResponseCache, chat_api
 from datagen.templates import render
-from datagen.verify import extract_answer
 
 __all__ = ["MAX_TOKENS", "OpenAITeacher", "data_url", "parse_reply", "request_messages"]
 
@@ -115,7 +115,7 @@ class OpenAITeacher:
         self.attempt = attempt
         self.api = api or chat_api(key, cfg.base_url, cfg.request_timeout, cfg.concurrency,
                                    cfg.rpm / cfg.workers, cfg.tpm / cfg.workers)
-        self.cache = ResponseCache(work_dir(cfg.out) / "cache")
+        self.cache = ResponseCache(cache_dir(cfg.out))
         price_in, price_out = cfg.prices()
         self.ledger = Ledger(price_in, price_out)
 

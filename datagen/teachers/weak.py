@@ -17,15 +17,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from datagen.check.matcher import extract_answer, match
 from datagen.config import BuildConfig
 from datagen.errors import UsageError
+from datagen.paths import cache_dir
 from datagen.records import Task, stable_id
-from datagen.shards import work_dir
-from datagen.teachers import TeacherFailure, Usage
+from datagen.teachers.base import TeacherFailure, Usage
 from datagen.teachers.chat_api import ChatAPI, Ledger, ResponseCache, chat_api
 from datagen.teachers.openai_teacher import data_url
 from datagen.templates import render
-from datagen.verify import extract_answer, match
 
 __all__ = ["EASY_AT", "MEDIUM_AT", "WEAK_MAX_TOKENS", "WeakSolver", "difficulty_of",
            "sample_seed", "weak_messages"]
@@ -65,7 +65,7 @@ class WeakSolver:
         self.api = api or chat_api(key, cfg.weak_base_url or cfg.base_url, cfg.request_timeout,
                                    cfg.concurrency, cfg.rpm / cfg.workers,
                                    cfg.tpm / cfg.workers)
-        self.cache = ResponseCache(work_dir(cfg.out) / "cache")
+        self.cache = ResponseCache(cache_dir(cfg.out))
         self.ledger = Ledger(*cfg.prices(cfg.weak_model))
 
     def usage(self) -> Usage:

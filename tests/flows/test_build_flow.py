@@ -10,7 +10,7 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from datagen.config import BuildConfig
-from datagen.shards import completed_shards, prepare_output
+from datagen.pipeline.shards import completed_shards, prepare_output
 from flows.build import build
 
 

@@ -19,13 +19,13 @@ import pytest
 from rich.console import Console
 
 from datagen.config import BuildConfig
-from datagen.progress import BuildProgress, eta_text
-from datagen.publish import shards_to_build
+from datagen.pipeline.progress import BuildProgress, eta_text
+from datagen.pipeline.shards import TaskEvent, completed_shards, prepare_output, run_shard
+from datagen.pipeline.task_board import RunningShard, TaskBoard
 from datagen.records import Task
+from datagen.release.publish import shards_to_build
 from datagen.sandbox import forkserver_context
-from datagen.scenes import get_family
-from datagen.shards import TaskEvent, completed_shards, prepare_output, run_shard
-from datagen.task_board import RunningShard, TaskBoard
+from datagen.scenes.registry import get_family
 from flows.shard_pool import run_pooled_shard, running_shards, shard_pool
 from tests.flows.prefect_server import PrefectServer, prefect_server
 from tests.flows.terminal import run_on_terminal

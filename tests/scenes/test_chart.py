@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from datagen.errors import UsageError
-from datagen.scenes import get_family
 from datagen.scenes.chart import KINDS, make_scene, pose, question_types, render_chart
+from datagen.scenes.registry import get_family
 
 SCENES = [make_scene(i, 7) for i in range(40)]
 

@@ -10,8 +10,8 @@ from collections import Counter
 import pytest
 from PIL import Image
 
+from datagen.check.matcher import match, parse_expression
 from datagen.scenes.geometry import CONSTRUCTIONS, make_scene, pose
-from datagen.verify import match, parse_expression
 
 SCENES = [make_scene(i, 5) for i in range(150)]
 

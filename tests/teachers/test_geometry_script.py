@@ -9,11 +9,11 @@ from collections import Counter
 import numpy as np
 from PIL import Image
 
-from datagen.rollout import rollout
+from datagen.check.verify import verify_trajectory
+from datagen.pipeline.rollout import rollout
 from datagen.sandbox import Sandbox
 from datagen.scenes.geometry import make_scene, pose
 from datagen.teachers.scripted import ScriptedTeacher
-from datagen.verify import verify_trajectory
 
 TEACHER = ScriptedTeacher()
 TASKS = [t for i in range(45) for t in pose(make_scene(i, 21), 2)]

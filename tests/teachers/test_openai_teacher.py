@@ -21,9 +21,9 @@ import pytest
 
 from datagen.config import BuildConfig
 from datagen.errors import RunError
+from datagen.pipeline.shards import prepare_output, run_shard, shard_files
 from datagen.records import Task
-from datagen.scenes import get_family
-from datagen.shards import prepare_output, run_shard, shard_files
+from datagen.scenes.registry import get_family
 from datagen.teachers import chat_api
 from datagen.teachers.openai_teacher import parse_reply
 from tests.openai_server import FakeOpenAI, Reply, last_user_text

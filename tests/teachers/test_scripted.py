@@ -9,12 +9,12 @@ from collections import Counter
 import numpy as np
 from PIL import Image, ImageDraw
 
+from datagen.check.verify import verify_trajectory
+from datagen.pipeline.rollout import rollout
 from datagen.records import Scene, Task
-from datagen.rollout import rollout
 from datagen.sandbox import Sandbox
 from datagen.scenes.chart import make_scene, pose
 from datagen.teachers.scripted import ScriptedTeacher
-from datagen.verify import verify_trajectory
 
 TEACHER = ScriptedTeacher()
 

@@ -7,12 +7,12 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
+from datagen.check.verify import claimed_regions, verify_trajectory
+from datagen.pipeline.rollout import rollout
 from datagen.records import Step, Task, Turn
-from datagen.rollout import rollout
 from datagen.sandbox import Sandbox
 from datagen.scenes.search import make_scene, pose
 from datagen.teachers.scripted import ScriptedTeacher
-from datagen.verify import claimed_regions, verify_trajectory
 
 TEACHER = ScriptedTeacher()
 TASKS = [t for i in range(14) for t in pose(make_scene(i, 8, {"max_side": 2048}), 3)]

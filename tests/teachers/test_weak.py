@@ -15,10 +15,10 @@ import pytest
 
 from datagen.config import BuildConfig
 from datagen.errors import UsageError
-from datagen.publish import publish
+from datagen.pipeline.shards import ShardSummary, prepare_output, run_shard, shard_files
 from datagen.records import Task
-from datagen.scenes import get_family
-from datagen.shards import ShardSummary, prepare_output, run_shard, shard_files
+from datagen.release.publish import publish
+from datagen.scenes.registry import get_family
 from datagen.teachers import chat_api
 from datagen.teachers.weak import difficulty_of, sample_seed, weak_messages
 

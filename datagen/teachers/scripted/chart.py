@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from datagen.records import Step, Task, Turn
-from datagen.teachers.scripted import Say, ScriptedTeacher, answer_from_output
+from datagen.teachers.scripted.base import Say, answer_from_output, task_rng
 from datagen.templates import load_yaml, render, render_string
 
 __all__ = ["ChartScript"]
@@ -59,7 +59,7 @@ class ChartScript:
         if op == "legend":
             return "locate"
         if spec["value_labels"] and op in _TABLE_OPS \
-                and ScriptedTeacher.rng(task, "style").random() < 0.5:
+                and task_rng(task, "style").random() < 0.5:
             return "zoom_read"
         return "measure"
 

@@ -39,7 +39,7 @@ from datasketch import MinHash
 from PIL import Image
 
 from datagen.atomic import atomic_path
-from datagen.verify import normalize_text
+from datagen.check.matcher import normalize_text
 
 __all__ = [
     "DUPLICATE_REASONS",

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from datagen.dedup import HashMethod, Signatures, cross_pairs, image_hashes
+from datagen.check.matcher import normalize_text
 from datagen.errors import UsageError
-from datagen.verify import normalize_text
+from datagen.release.dedup import HashMethod, Signatures, cross_pairs, image_hashes
 
 __all__ = ["Benchmark", "Excluded", "contaminated", "load_benchmark", "load_excluded",
            "question_grams"]

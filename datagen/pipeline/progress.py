@@ -33,9 +33,9 @@ from rich.progress import (
 )
 
 from datagen.config import BuildConfig
-from datagen.publish import count_publishable, shards_to_build
-from datagen.shards import MarkerCache, ShardSummary, completed_shards
-from datagen.task_board import RunningShard
+from datagen.pipeline.shards import MarkerCache, ShardSummary, completed_shards
+from datagen.pipeline.task_board import RunningShard
+from datagen.release.publish import count_publishable, shards_to_build
 
 __all__ = ["BuildProgress", "BuildTally", "ShardCounts", "eta_text", "shard_counts"]
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from datagen.records import Step, Task, Turn
-from datagen.teachers.scripted import Say, ScriptedTeacher, answer_from_output
+from datagen.teachers.scripted.base import Say, answer_from_output, task_rng
 from datagen.templates import load_yaml, render, render_string
 
 __all__ = ["GeometryScript"]
@@ -82,7 +82,7 @@ class GeometryScript:
 
     def style(self, task: Task) -> str:
         """check where a figure angle can be measured, draw or compute otherwise."""
-        r = ScriptedTeacher.rng(task, "style").random()
+        r = task_rng(task, "style").random()
         if r < 0.25 and task.scene.spec["construction"] in _CHECKS:
             return "check"
         return "draw" if r < 0.6 else "compute"

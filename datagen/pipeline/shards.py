@@ -38,21 +38,22 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from datagen.atomic import atomic_path, write_text
+from datagen.check.verify import Verdict, verify_trajectory
 from datagen.config import RL_SCENE_BASE, BuildConfig
-from datagen.dedup import Signatures, signatures
 from datagen.errors import OutputExistsError, UsageError
+from datagen.paths import cache_dir, manifest_file, shard_dir, shard_stem, work_dir
+from datagen.pipeline.rollout import rollout
+from datagen.pipeline.rows import reject_record, rl_row, rl_table, sft_row, sft_table
 from datagen.records import Task, Trajectory
-from datagen.rollout import rollout
-from datagen.rows import reject_record, rl_row, rl_table, sft_row, sft_table
+from datagen.release.dedup import Signatures, signatures
 from datagen.sandbox import Sandbox
-from datagen.scenes import get_family
-from datagen.teachers import SamplingTeacher, Teacher, Usage, get_teacher
-from datagen.verify import Verdict, verify_trajectory
+from datagen.scenes.registry import get_family
+from datagen.teachers import get_teacher
+from datagen.teachers.base import SamplingTeacher, Teacher, Usage
+from datagen.teachers.weak import WeakSolver, difficulty_of
 
 __all__ = ["MarkerCache", "ShardSummary", "TaskEvent", "completed_shards", "prepare_output",
-           "run_shard", "shard_dir", "shard_files", "shard_signatures"]
-
-_MANIFEST = "manifest.json"
+           "run_shard", "shard_files", "shard_signatures"]
 
 
 @dataclass(slots=True)
@@ -115,18 +116,8 @@ class TaskEvent:
         return self.attempts - (1 if self.kept and self.attempts else 0)
 
 
-def work_dir(out: Path) -> Path:
-    """Where a build keeps its private state."""
-    return out / ".datagen"
-
-
-def shard_dir(out: Path) -> Path:
-    """Where finished shards live."""
-    return work_dir(out) / "shards"
-
-
 def _paths(cfg: BuildConfig, index: int) -> tuple[Path, Path, Path, Path]:
-    base = shard_dir(cfg.out) / f"{cfg.locate(index).split}-{index:05d}"
+    base = shard_stem(cfg.out, cfg.locate(index).split, index)
     return base.with_suffix(".parquet"), base.with_suffix(".rejects.jsonl"), \
         base.with_suffix(".sig.npz"), base.with_suffix(".done.json")
 
@@ -140,7 +131,7 @@ def prepare_output(cfg: BuildConfig, overwrite: bool, resume: bool) -> None:
     pays only for requests it has not made before.
     """
     out = cfg.out
-    manifest_path = work_dir(out) / _MANIFEST
+    manifest_path = manifest_file(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a folder path")
     present = out.exists() and any(out.iterdir())
@@ -148,7 +139,7 @@ def prepare_output(cfg: BuildConfig, overwrite: bool, resume: bool) -> None:
         if not manifest_path.exists():
             raise UsageError(f"--out {out} holds files that datagen did not write; refusing to "
                              "delete them with --overwrite. Choose another folder.")
-        cache = work_dir(out) / "cache"
+        cache = cache_dir(out)
         kept = out.parent / f".{out.name}.cache-{os.getpid()}"
         if cache.is_dir():
             os.replace(cache, kept)
@@ -263,8 +254,6 @@ def _weak_labels(cfg: BuildConfig, tasks: Sequence[Task],
     """
     if not cfg.weak_model:
         return [(None, None)] * len(tasks), Usage()
-    from datagen.teachers.weak import WeakSolver, difficulty_of  # it builds on this module
-
     weak = WeakSolver(cfg)
     k = cfg.weak_samples
     left = [k] * len(tasks)  # samples still unanswered, per task

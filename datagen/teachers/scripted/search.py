@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from datagen.records import Step, Task, Turn
-from datagen.teachers.scripted import Say, ScriptedTeacher, answer_from_output
+from datagen.teachers.scripted.base import Say, answer_from_output, task_rng
 from datagen.templates import render
 
 __all__ = ["SearchScript"]
@@ -53,7 +53,7 @@ class SearchScript:
             return "relation"
         if op == "exists" and task.answer == "no":
             return "absent"
-        return "coarse_fine" if ScriptedTeacher.rng(task, "style").random() < 0.4 else "zoom"
+        return "coarse_fine" if task_rng(task, "style").random() < 0.4 else "zoom"
 
     def cells(self, task: Task, style: str, say: Say) -> list[Step]:
         """The code steps of the trace."""

@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datagen.atomic import atomic_path, write_text
+from datagen.check.validate import dataset_files
 from datagen.errors import UsageError
-from datagen.validate import dataset_files
 
 __all__ = ["EXPORT_TARGETS", "Target", "content_parts", "export_set"]
 

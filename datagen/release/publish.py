@@ -48,19 +48,20 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from datagen import GENERATOR_VERSION
 from datagen.atomic import write_text
 from datagen.config import BuildConfig
-from datagen.decontaminate import (
+from datagen.errors import RunError
+from datagen.memory import release_memory
+from datagen.paths import index_file, stage_prefix, work_dir
+from datagen.pipeline.rows import rl_table, sft_table
+from datagen.pipeline.shards import ShardSummary, shard_files, shard_signatures
+from datagen.records import RL_FEATURES, SFT_FEATURES
+from datagen.release.decontaminate import (
     Benchmark,
     Excluded,
     contaminated,
     load_benchmark,
     load_excluded,
 )
-from datagen.dedup import DUPLICATE_REASONS, DedupIndex, Signatures
-from datagen.errors import RunError
-from datagen.memory import release_memory
-from datagen.records import RL_FEATURES, SFT_FEATURES
-from datagen.rows import rl_table, sft_table
-from datagen.shards import ShardSummary, shard_files, shard_signatures, work_dir
+from datagen.release.dedup import DUPLICATE_REASONS, DedupIndex, DedupRule, Signatures
 from datagen.templates import render
 
 __all__ = ["REMOVAL_REASONS", "PublishReport", "check_sources", "count_publishable", "publish",
@@ -106,14 +107,19 @@ class _Selection:
 # Choosing the rows
 
 
+def dedup_rule(cfg: BuildConfig) -> DedupRule:
+    """The duplicate rule the publish options give."""
+    return DedupRule(cfg.dedup_radius, cfg.text_threshold, cfg.image_hash)
+
+
 def _dedup(cfg: BuildConfig, split: str, shards: list[ShardSummary]) -> dict[int, list[Any]]:
     """Per shard, per row: None (kept) or its duplicate reason.
 
     The index persists in ``OUT/.datagen/index/``; shards it has admitted before, in the same
     order, are not admitted again, so a resumed or extended build only adds the new shards.
     """
-    path = work_dir(cfg.out) / "index" / f"{split}.npz"
-    rule = cfg.dedup_rule()
+    path = index_file(cfg.out, split)
+    rule = dedup_rule(cfg)
     order = [s.index for s in shards]
     index, decisions = DedupIndex(rule), {}
     loaded = DedupIndex.load(path, rule)
@@ -309,13 +315,12 @@ def publish(cfg: BuildConfig, shards: list[ShardSummary],
     chosen = _select(cfg, shards)
     out = cfg.out
     work_dir(out).mkdir(parents=True, exist_ok=True)
-    # Left by a publish that was killed (the last two by versions that staged in OUT itself).
-    for stale in [*work_dir(out).glob("publish-*"), *out.glob(".data-*"),
-                  *out.glob(".old-data-*")]:
+    # Left by a publish that was killed.
+    for stale in work_dir(out).glob(f"{stage_prefix()}*"):
         shutil.rmtree(stale, ignore_errors=True)
     # Staged under .datagen/: on OUT's file system (renames are atomic), and ignored by
     # validate's search for parquet files, by the Hub push and by load_dataset's patterns.
-    stage = Path(tempfile.mkdtemp(prefix="publish-", dir=work_dir(out)))
+    stage = Path(tempfile.mkdtemp(prefix=stage_prefix(), dir=work_dir(out)))
     try:
         files, stats = _stage(cfg, shards, chosen, stage, budget_spent)
     except BaseException:
@@ -435,7 +440,7 @@ def _grouped(picked: list[Position]) -> Iterator[tuple[int, list[int]]]:
 def _write_split(cfg: BuildConfig, split: str, picked: list[Position],
                  staging: Path) -> list[str]:
     """Stream the picked rows, shard by shard, into ``ROWS_PER_FILE``-row files; validated."""
-    from datagen.validate import check_table
+    from datagen.check.validate import check_table
 
     n_files = max(1, -(-len(picked) // ROWS_PER_FILE))
     names = [f"{split}-{k:05d}-of-{n_files:05d}.parquet" for k in range(n_files)]
@@ -556,7 +561,7 @@ def _merge_rejects(cfg: BuildConfig, shards: list[ShardSummary],
 
 def _plots(root: Path, chosen: dict[str, _Selection]) -> list[str]:
     """The card's plots, drawn from the release laid out in ``root`` (the stage)."""
-    from datagen.plots import write_plots
+    from datagen.inspect.stats import write_plots
 
     paths: list[Path] = []
     for split, sel in chosen.items():
@@ -670,7 +675,7 @@ def _common_stats(cfg: BuildConfig, shards: list[ShardSummary],
         "sandbox_mode": sft[0].sandbox_mode if sft else "none",
         "removed": {reason: removed[reason] for reason in REMOVAL_REASONS},
         "removed_by_split": by_split,
-        "dedup": {"rule": cfg.dedup_rule().key(), "radius": cfg.dedup_radius,
+        "dedup": {"rule": dedup_rule(cfg).key(), "radius": cfg.dedup_radius,
                   "text_threshold": cfg.text_threshold, "image_hash": cfg.image_hash},
         "decontaminate": [{"source": b.name, "items": b.items} for b in _load_benchmarks(cfg)],
         "contam_ngram": cfg.contam_ngram,
@@ -684,7 +689,7 @@ def _teacher_stats(cfg: BuildConfig, shards: list[ShardSummary],
     """The LLM teacher's numbers: model, tries, calls, tokens and what they cost."""
     if cfg.teacher == "scripted" or "sft" not in cfg.splits():
         return {"llm": None}
-    from datagen.teachers.chat_api import public_url
+    from datagen.config import public_url
 
     return {"llm": {
         "model": cfg.model,
@@ -718,7 +723,7 @@ def _weak_stats(cfg: BuildConfig, shards: list[ShardSummary], budget_spent: bool
     """The weak model's calls and thresholds (difficulty labels; see ``teachers.weak``)."""
     if not cfg.weak_model:
         return {"weak": None}
-    from datagen.teachers.chat_api import public_url
+    from datagen.config import public_url
     from datagen.teachers.weak import EASY_AT, MEDIUM_AT
 
     return {"weak": {

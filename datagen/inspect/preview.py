@@ -22,10 +22,10 @@ from typing import Any
 from PIL import Image
 
 from datagen.atomic import write_text
+from datagen.check.matcher import extract_answer, match
 from datagen.errors import UsageError
-from datagen.published import PublishedSet, open_published, row_images, row_tolerance
+from datagen.release.published import PublishedSet, open_published, row_images, row_tolerance
 from datagen.templates import render
-from datagen.verify import extract_answer, match
 
 __all__ = ["MAX_SIDE", "PreviewReport", "write_preview"]
 

@@ -18,12 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from datagen.check.validate import validate_path
 from datagen.errors import RunError, UsageError
-from datagen.validate import validate_path
+from datagen.paths import WORK_DIR_NAME
 
 __all__ = ["IGNORED", "check_push", "push_folder"]
 
-IGNORED = [".datagen", ".datagen/*", ".*.tmp", "*/.*.tmp"]
+IGNORED = [WORK_DIR_NAME, f"{WORK_DIR_NAME}/*", ".*.tmp", "*/.*.tmp"]
 """Never uploaded: our private state and half-written temp files (patterns are fnmatch, so
 ``*`` also matches ``/``)."""
 

@@ -1,4 +1,10 @@
-"""``datagen verify``: re-execute every trace of a published SFT set and re-check it.
+"""Verification of trajectories: while building (``verify_trajectory``) and, for ``datagen
+verify``, of a published SFT set (``reverify``).
+
+While building, a trajectory is kept only if every cell ran cleanly, its crops show what the task
+needs shown (``grounding_problem``) and its final answer matches the gold one (``matcher``).
+
+``datagen verify`` re-executes every trace of a published SFT set and re-checks it.
 
 For each row the code cells of the assistant turns run again, in order, in one sandbox session
 that holds the row's first image (the input image), exactly as during the build. Then:
@@ -11,7 +17,7 @@ that holds the row's first image (the input image), exactly as during the build.
   too strict: matplotlib's anti-aliasing and fonts differ slightly across versions and
   machines, while a different crop or drawing moves the hash by far more;
 * the final ``<answer>`` must match the ``answer`` column with the build's matcher
-  (``verify.match``), the tolerance read back from ``verification.matcher``.
+  (``matcher.match``), the tolerance read back from ``verification.matcher``.
 
 The set needs nothing but its rows, so a folder downloaded from the Hub verifies the same way.
 What a row alone cannot say is not re-checked: grounding of visual-search crops needs the
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,17 +37,101 @@ from typing import Any
 import imagehash
 from PIL import Image
 
+from datagen.check.matcher import extract_answer, match, matcher_name
 from datagen.errors import UsageError
 from datagen.messages import observation_text
-from datagen.published import PublishedSet, row_images, row_tolerance
+from datagen.records import Trajectory
+from datagen.release.published import PublishedSet, row_images, row_tolerance
 from datagen.sandbox import Sandbox
 from datagen.teachers.openai_teacher import parse_reply
-from datagen.verify import extract_answer, match
 
-__all__ = ["IMAGE_HASH_DISTANCE", "Mismatch", "RowCheck", "VerifyReport", "reverify",
-           "reverify_row", "verify_sandbox"]
+__all__ = ["IMAGE_HASH_DISTANCE", "Mismatch", "RowCheck", "Verdict", "VerifyReport",
+           "claimed_regions", "grounding_problem", "reverify", "reverify_row", "verify_sandbox",
+           "verify_trajectory"]
 
 IMAGE_HASH_DISTANCE = 6
+
+
+# ---------------------------------------------------------------------------------------------
+# While building
+
+_REGION = re.compile(r"^region: \((\d+), (\d+), (\d+), (\d+)\)\s*$", re.MULTILINE)
+Box = tuple[int, int, int, int]
+
+
+def claimed_regions(traj: Trajectory) -> list[Box]:
+    """Every ``region: (x0, y0, x1, y1)`` a cell printed: crops the trace says show a target."""
+    return [tuple(int(v) for v in m.groups())  # type: ignore[misc]
+            for t in traj.turns if t.result is not None
+            for m in _REGION.finditer(t.result.stdout)]
+
+
+def _inside(box: list[int] | Box, region: Box) -> bool:
+    return region[0] <= box[0] and region[1] <= box[1] and box[2] <= region[2] \
+        and box[3] <= region[3]
+
+
+def grounding_problem(traj: Trajectory) -> str | None:
+    """Why the trace's crops do not show what the task needs shown (None when they do).
+
+    Every box in ``task.facts["grounding"]`` must lie inside a claimed region, and every claimed
+    region must contain one of those boxes: a right answer read off the wrong crop is luck.
+    """
+    needed = traj.task.facts.get("grounding") or []
+    if not needed:
+        return None
+    regions = claimed_regions(traj)
+    for box in needed:
+        if not any(_inside(box, r) for r in regions):
+            return f"no crop shows the target at {tuple(box)} (crops: {regions})"
+    for r in regions:
+        if not any(_inside(box, r) for box in needed):
+            return f"the crop {r} shows none of the targets"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Kept or not, and why."""
+
+    kept: bool
+    reason: str  # "verified", or: exec_error, timeout, crashed, no_answer, turn_limit,
+    #              ungrounded, wrong_answer, format, api_error
+    detail: str
+    predicted: str | None
+
+
+def verify_trajectory(traj: Trajectory, max_turns: int) -> Verdict:
+    """Keep a trajectory only if every cell ran cleanly and its final answer matches gold."""
+    task = traj.task
+    predicted = traj.final_answer
+    for i, turn in enumerate(traj.turns):
+        res = turn.result
+        if res is not None and res.status != "ok":
+            reason = {"error": "exec_error"}.get(res.status, res.status)
+            return Verdict(False, reason, f"cell {i + 1}: {res.error_type}: {res.error_message}",
+                           predicted)
+    if traj.failure is not None:
+        return Verdict(False, traj.failure[0], traj.failure[1], predicted)
+    last = traj.turns[-1].step if traj.turns else None
+    if predicted is None and last is not None and last.raw is not None and last.code is None:
+        return Verdict(False, "format", "the reply has no <code> block and no <answer> (or "
+                       "both)", None)
+    if predicted is None:
+        if len(traj.turns) >= max_turns:
+            return Verdict(False, "turn_limit", f"no answer after {max_turns} turns", None)
+        return Verdict(False, "no_answer", "the last turn gave no <answer>", None)
+    problem = grounding_problem(traj)
+    if problem is not None:
+        return Verdict(False, "ungrounded", problem, predicted)
+    if not match(predicted, task.answer, task.answer_type, task.tolerance):
+        return Verdict(False, "wrong_answer", f"predicted {predicted!r}, gold {task.answer!r} "
+                       f"({matcher_name(task.answer_type, task.tolerance)})", predicted)
+    return Verdict(True, "verified", matcher_name(task.answer_type, task.tolerance), predicted)
+
+
+# ---------------------------------------------------------------------------------------------
+# A published set (datagen verify)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Answer matching: the one matcher that verifies the data and scores RL rollouts.
 
 ``match(predicted, gold, answer_type, tolerance)`` decides; ``extract_answer`` pulls the text of
-the last ``<answer>…</answer>``; ``verify_trajectory`` gives a kept/rejected verdict with a reason.
+the last ``<answer>…</answer>``. ``check.verify`` uses them to keep or reject a trajectory.
 
 Expressions (``5*sqrt(3)``, ``√75``, ``\\frac{25\\pi}{2}``, ``3/4``) are compared by value with
 sympy after a strict whitelist: model output is untrusted and sympy's parser evaluates what it
@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import re
 import string
-from dataclasses import dataclass
 
 import sympy as sp
 from sympy.parsing.sympy_parser import (
@@ -25,10 +24,9 @@ from sympy.parsing.sympy_parser import (
     standard_transformations,
 )
 
-from datagen.records import AnswerType, Trajectory
+from datagen.records import AnswerType
 
-__all__ = ["Verdict", "claimed_regions", "extract_answer", "grounding_problem", "match",
-           "matcher_name", "normalize_text", "parse_expression", "verify_trajectory"]
+__all__ = ["extract_answer", "match", "matcher_name", "normalize_text", "parse_expression"]
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:,\d{3})*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
@@ -163,78 +161,3 @@ def match(predicted: str | None, gold: str, answer_type: AnswerType,
 def matcher_name(answer_type: AnswerType, tolerance: float) -> str:
     """How a verdict was reached, as recorded in each row (``number(rel_tol=0.01)``)."""
     return f"number(rel_tol={tolerance:g})" if answer_type == "number" else answer_type
-
-
-_REGION = re.compile(r"^region: \((\d+), (\d+), (\d+), (\d+)\)\s*$", re.MULTILINE)
-Box = tuple[int, int, int, int]
-
-
-def claimed_regions(traj: Trajectory) -> list[Box]:
-    """Every ``region: (x0, y0, x1, y1)`` a cell printed: crops the trace says show a target."""
-    return [tuple(int(v) for v in m.groups())  # type: ignore[misc]
-            for t in traj.turns if t.result is not None
-            for m in _REGION.finditer(t.result.stdout)]
-
-
-def _inside(box: list[int] | Box, region: Box) -> bool:
-    return region[0] <= box[0] and region[1] <= box[1] and box[2] <= region[2] \
-        and box[3] <= region[3]
-
-
-def grounding_problem(traj: Trajectory) -> str | None:
-    """Why the trace's crops do not show what the task needs shown (None when they do).
-
-    Every box in ``task.facts["grounding"]`` must lie inside a claimed region, and every claimed
-    region must contain one of those boxes: a right answer read off the wrong crop is luck.
-    """
-    needed = traj.task.facts.get("grounding") or []
-    if not needed:
-        return None
-    regions = claimed_regions(traj)
-    for box in needed:
-        if not any(_inside(box, r) for r in regions):
-            return f"no crop shows the target at {tuple(box)} (crops: {regions})"
-    for r in regions:
-        if not any(_inside(box, r) for box in needed):
-            return f"the crop {r} shows none of the targets"
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """Kept or not, and why."""
-
-    kept: bool
-    reason: str  # "verified", or: exec_error, timeout, crashed, no_answer, turn_limit,
-    #              ungrounded, wrong_answer, format, api_error
-    detail: str
-    predicted: str | None
-
-
-def verify_trajectory(traj: Trajectory, max_turns: int) -> Verdict:
-    """Keep a trajectory only if every cell ran cleanly and its final answer matches gold."""
-    task = traj.task
-    predicted = traj.final_answer
-    for i, turn in enumerate(traj.turns):
-        res = turn.result
-        if res is not None and res.status != "ok":
-            reason = {"error": "exec_error"}.get(res.status, res.status)
-            return Verdict(False, reason, f"cell {i + 1}: {res.error_type}: {res.error_message}",
-                           predicted)
-    if traj.failure is not None:
-        return Verdict(False, traj.failure[0], traj.failure[1], predicted)
-    last = traj.turns[-1].step if traj.turns else None
-    if predicted is None and last is not None and last.raw is not None and last.code is None:
-        return Verdict(False, "format", "the reply has no <code> block and no <answer> (or "
-                       "both)", None)
-    if predicted is None:
-        if len(traj.turns) >= max_turns:
-            return Verdict(False, "turn_limit", f"no answer after {max_turns} turns", None)
-        return Verdict(False, "no_answer", "the last turn gave no <answer>", None)
-    problem = grounding_problem(traj)
-    if problem is not None:
-        return Verdict(False, "ungrounded", problem, predicted)
-    if not match(predicted, task.answer, task.answer_type, task.tolerance):
-        return Verdict(False, "wrong_answer", f"predicted {predicted!r}, gold {task.answer!r} "
-                       f"({matcher_name(task.answer_type, task.tolerance)})", predicted)
-    return Verdict(True, "verified", matcher_name(task.answer_type, task.tolerance), predicted)

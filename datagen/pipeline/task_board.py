@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from datagen.shards import TaskEvent
+from datagen.pipeline.shards import TaskEvent
 
 __all__ = ["RunningShard", "TaskBoard"]
 

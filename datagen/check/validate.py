@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datagen.errors import UsageError
+from datagen.paths import WORK_DIR_NAME
 from datagen.records import RL_FEATURES, SFT_FEATURES
 
 __all__ = ["Config", "Problem", "ValidationReport", "check_rows", "check_table",
@@ -263,7 +264,7 @@ def dataset_files(path: Path) -> list[Path]:
         return [path]
     files = sorted((path / "data").glob("*.parquet")) if (path / "data").is_dir() else []
     if not files:
-        files = sorted(p for p in path.rglob("*.parquet") if ".datagen" not in p.parts)
+        files = sorted(p for p in path.rglob("*.parquet") if WORK_DIR_NAME not in p.parts)
     return files
 
 

@@ -12,63 +12,25 @@ that the crop really showed the target. Each family has a script (``chart_script
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
-
-from datagen.records import Step, Task, Turn, stable_id
+from datagen.records import Step, Task, Turn
+from datagen.scenes import FAMILY_NAMES
+from datagen.teachers.scripted.base import Say, Script, task_rng
+from datagen.teachers.scripted.chart import ChartScript
+from datagen.teachers.scripted.geometry import GeometryScript
+from datagen.teachers.scripted.search import SearchScript
 from datagen.templates import load_yaml, render_string
 
-__all__ = ["Say", "Script", "ScriptedTeacher", "answer_from_output"]
+__all__ = ["SCRIPTS", "ScriptedTeacher"]
 
-
-class Say(Protocol):
-    """Renders one variant of a think-text key for a task (seeded by the task id)."""
-
-    def __call__(self, key: str, **ctx: Any) -> str: ...
-
-
-class Script(Protocol):
-    """Per-family planning of a scripted trace."""
-
-    ops: dict[str, tuple[str, ...]]
-
-    def style(self, task: Task) -> str:
-        """The trace style for ``task``."""
-        ...
-
-    def cells(self, task: Task, style: str, say: Say) -> list[Step]:
-        """The code steps of the trace, in order."""
-        ...
-
-    def final(self, task: Task, style: str, history: Sequence[Turn], say: Say) -> Step:
-        """The answering step once every cell has run."""
-        ...
-
-
-def answer_from_output(history: Sequence[Turn], say: Say) -> Step:
-    """Answer with the last line the last cell printed (or give up if it printed nothing)."""
-    result = history[-1].result if history else None
-    lines = [ln.strip() for ln in (result.stdout if result else "").splitlines() if ln.strip()]
-    if not lines:
-        return Step(think=say("give_up", error="no output"))
-    return Step(think=say("final", result=lines[-1]), answer=lines[-1])
-
-
-def _script(family: str) -> Script:
-    if family == "chart":
-        from datagen.teachers.chart_script import ChartScript
-
-        return ChartScript()
-    if family == "geometry":
-        from datagen.teachers.geometry_script import GeometryScript
-
-        return GeometryScript()
-    if family == "search":
-        from datagen.teachers.search_script import SearchScript
-
-        return SearchScript()
-    raise ValueError(f"the scripted teacher has no script for family {family!r}")
+# One script per scene family; a family without one fails here, at import.
+SCRIPTS: dict[str, type[Script]] = {
+    "chart": ChartScript, "geometry": GeometryScript, "search": SearchScript,
+}
+if set(SCRIPTS) != set(FAMILY_NAMES):
+    raise ImportError(f"the scripted teacher has scripts for {sorted(SCRIPTS)}, but the families "
+                      f"are {sorted(FAMILY_NAMES)}")
 
 
 class ScriptedTeacher:
@@ -82,7 +44,7 @@ class ScriptedTeacher:
     def _for(self, task: Task) -> Script:
         family = task.scene.family
         if family not in self._scripts:
-            self._scripts[family] = _script(family)
+            self._scripts[family] = SCRIPTS[family]()
         return self._scripts[family]
 
     def style(self, task: Task) -> tuple[str, tuple[str, ...]]:
@@ -104,17 +66,12 @@ class ScriptedTeacher:
             return cells[len(history)]
         return script.final(task, style, history, say)
 
-    @staticmethod
-    def rng(task: Task, salt: str) -> np.random.Generator:
-        """A generator seeded by the task id and ``salt``."""
-        return np.random.default_rng(int(stable_id(task.id, salt), 16))
-
     def _sayer(self, task: Task) -> Say:
         texts = load_yaml(f"teacher/{task.scene.family}.yaml")
 
         def say(key: str, **ctx: Any) -> str:
             variants = texts[key]
-            pick = variants[int(self.rng(task, key).integers(len(variants)))]
+            pick = variants[int(task_rng(task, key).integers(len(variants)))]
             return render_string(pick, **ctx)
 
         return say

@@ -9,9 +9,10 @@ import datasets
 import pyarrow as pa
 
 from datagen import GENERATOR_VERSION
+from datagen.check.matcher import matcher_name
+from datagen.check.verify import Verdict
 from datagen.messages import sft_messages, system_prompt, user_text
 from datagen.records import RL_FEATURES, SFT_FEATURES, Task, Trajectory
-from datagen.verify import Verdict, matcher_name
 
 __all__ = ["reject_record", "rl_row", "rl_table", "sft_row", "sft_table"]
 

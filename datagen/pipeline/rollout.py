@@ -5,7 +5,7 @@ from __future__ import annotations
 from datagen.messages import system_prompt, user_text
 from datagen.records import Task, Trajectory, Turn
 from datagen.sandbox import Sandbox
-from datagen.teachers import Teacher, TeacherFailure
+from datagen.teachers.base import Teacher, TeacherFailure
 
 __all__ = ["rollout"]
 

@@ -1,0 +1,1 @@
+"""Checking answers and sets: the matcher, trajectory verification, format validation."""

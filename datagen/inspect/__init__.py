@@ -1,0 +1,1 @@
+"""Looking at a published set: the HTML preview and the stats tables and plots."""

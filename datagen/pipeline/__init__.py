@@ -1,0 +1,1 @@
+"""The build pipeline: shards rolled out, verified and written as rows; progress and summary."""

@@ -1,0 +1,1 @@
+"""Releasing a build: choose rows (dedup, splits, decontamination), stage, card, export, Hub."""
