@@ -19,6 +19,7 @@ from datagen.sandbox import CellResult
 
 __all__ = [
     "AnswerType",
+    "Box",
     "Scene",
     "Task",
     "Step",
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 AnswerType = Literal["number", "integer", "choice", "yesno", "text", "expression"]
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in image pixels
 
 
 def stable_id(*parts: object) -> str:
@@ -47,8 +49,11 @@ class Scene:
     kind: str
     seed: int
     image: bytes  # PNG, or JPEG for search scenes
-    spec: dict[str, Any]
+    # The family's spec (a TypedDict of its module: ChartSpec, GeometrySpec, SearchSpec).
+    spec: Any
     difficulty: str
+    # The targets' share of the image area, for families with small targets (search).
+    target_area: float | None = None
 
 
 @dataclass(slots=True)
@@ -66,6 +71,13 @@ class Task:
     ops: tuple[str, ...]
     # What a solver must know about the question (target categories, threshold, options).
     facts: dict[str, Any] = field(default_factory=dict)
+    # Boxes the trace's crops must show (each inside a claimed region, and no other region).
+    grounding: tuple[Box, ...] = ()
+
+    @property
+    def question_type(self) -> str:
+        """The question type's name, the last part of ``task_type`` (``value``, ``count``)."""
+        return self.task_type.rsplit(".", 1)[-1]
 
 
 @dataclass(slots=True)

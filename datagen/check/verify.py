@@ -40,7 +40,7 @@ from PIL import Image
 from datagen.check.matcher import extract_answer, match, matcher_name
 from datagen.errors import UsageError
 from datagen.messages import observation_text
-from datagen.records import Trajectory
+from datagen.records import Box, Trajectory
 from datagen.release.published import PublishedSet, row_images, row_tolerance
 from datagen.sandbox import Sandbox
 from datagen.teachers.openai_teacher import parse_reply
@@ -56,7 +56,6 @@ IMAGE_HASH_DISTANCE = 6
 # While building
 
 _REGION = re.compile(r"^region: \((\d+), (\d+), (\d+), (\d+)\)\s*$", re.MULTILINE)
-Box = tuple[int, int, int, int]
 
 
 def claimed_regions(traj: Trajectory) -> list[Box]:
@@ -74,10 +73,10 @@ def _inside(box: list[int] | Box, region: Box) -> bool:
 def grounding_problem(traj: Trajectory) -> str | None:
     """Why the trace's crops do not show what the task needs shown (None when they do).
 
-    Every box in ``task.facts["grounding"]`` must lie inside a claimed region, and every claimed
-    region must contain one of those boxes: a right answer read off the wrong crop is luck.
+    Every box in ``task.grounding`` must lie inside a claimed region, and every claimed region
+    must contain one of those boxes: a right answer read off the wrong crop is luck.
     """
-    needed = traj.task.facts.get("grounding") or []
+    needed = traj.task.grounding
     if not needed:
         return None
     regions = claimed_regions(traj)

@@ -356,7 +356,7 @@ class _Built:
         self.difficulties.append(difficulty)
         self.trivial.append(trivial)
         self.sides.append(side)
-        self.areas.append(task.scene.spec.get("target_area"))
+        self.areas.append(task.scene.target_area)
 
 
 def _sft_rows(cfg: BuildConfig, index: int, posed: list[tuple[Task, int]], labels: list[Weak],

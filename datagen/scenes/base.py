@@ -1,29 +1,106 @@
-"""The one small interface every scene family implements, and helpers the families share."""
+"""The one small interface every scene family implements, and the posing every family shares.
+
+A family (``chart``, ``geometry``, ``search``) is one module that owns its scenes' spec, their
+rendering and its question types, and exposes one ``Family``:
+
+* ``kinds``: the kinds of scene it draws (chart kinds, geometry constructions, search
+  backgrounds), each with the question types that can be asked about it;
+* ``questions``: its ``QuestionType`` objects, one per type. A question type knows its name,
+  answer type, the atomic ops a solution needs, whether it is a step harder than its scene, and
+  how to draft a question from a scene (``draft``: gold answer, facts, phrasing names, options);
+* ``make_scene(index, seed, options)``: scene number ``index`` of a run (pure);
+* ``pose(scene, k)``: up to ``k`` tasks, made by ``Poser``.
+
+What every question needs apart from its draft is done here, once: the phrasing drawn from
+``templates/questions/<family>.yaml``, the lettered options, the difficulty, the tolerance, the
+task id and the task type. Adding a question type is one ``QuestionType`` and its phrasings;
+``tests/scenes/test_registry.py`` builds a task of every kind and type, so a missing part fails
+there rather than inside a shard.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from datagen.records import Scene, Task
+import numpy as np
 
-__all__ = ["Family", "format_number"]
+from datagen.records import AnswerType, Box, Scene, Task, stable_id
+from datagen.templates import load_yaml, render_string
+
+__all__ = ["DIFFICULTIES", "NUMBER_TOLERANCE", "Draft", "Family", "Poser", "QuestionType",
+           "format_number", "letter_options", "options_text", "pose_rng"]
+
+DIFFICULTIES = ("easy", "medium", "hard")
+# Relative tolerance of "number" answers; every other answer type is matched exactly.
+NUMBER_TOLERANCE = 0.01
+LETTERS = "ABCD"
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """One question about one scene, before it is phrased.
+
+    ``answer`` is the gold answer (for a choice question, the answer's text: ``pose`` shuffles
+    ``choices`` into lettered options and the letter becomes the gold answer). ``facts`` is
+    what a solver and the scripted teacher need to know about the question; ``names`` are the
+    values the phrasing template sees; ``grounding`` the boxes a trace's crops must show.
+    """
+
+    answer: str
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    names: Mapping[str, Any] = field(default_factory=dict)
+    choices: Sequence[str] = ()  # the right answer first, then the distractors
+    options: Mapping[str, str] | None = None  # already lettered (the answer is the letter)
+    grounding: tuple[Box, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class QuestionType:
+    """A kind of question: its name, answer type, ops, and how it is drafted from a scene.
+
+    ``draft`` takes the family's arguments (the scene's spec, a generator and what the family
+    prepared for the scene) and returns a ``Draft``, or None where the question does not apply.
+    ``harder`` puts its tasks one difficulty level above their scene's.
+    """
+
+    name: str
+    answer_type: AnswerType
+    ops: tuple[str, ...]
+    draft: Callable[..., Draft | None]
+    harder: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Family:
-    """A family of scenes: how to make scene number ``index`` of a run, and what to ask about it.
+    """A family of scenes: what it draws, what it asks, and how.
 
     ``make_scene(index, seed, options)`` must be pure (same arguments, same bytes); ``options``
     are the family's knobs from the build config (``max_side``, ``clutter``; a family ignores
-    the ones it has no use for). ``pose(scene, k)`` returns up to ``k`` tasks whose gold answers
-    come from the scene's spec.
+    the ones it has no use for). ``pose(scene, k, only)`` returns up to ``k`` tasks whose gold
+    answers come from the scene's spec; ``only`` restricts the question types (for tests).
+    ``kinds`` maps each scene kind to the question types that can be asked about it.
     """
 
     name: str
+    kinds: Mapping[str, tuple[str, ...]]
+    questions: Mapping[str, QuestionType]
     make_scene: Callable[[int, int, Mapping[str, Any]], Scene]
-    pose: Callable[[Scene, int], list[Task]]
+    pose: Callable[..., list[Task]]
+
+    def __post_init__(self) -> None:
+        # A kind that names a question type nobody defined fails at import, not in a shard.
+        for kind, types in self.kinds.items():
+            unknown = set(types) - set(self.questions)
+            if unknown:
+                raise ImportError(f"{self.name} kind {kind!r} asks unknown question types "
+                                  f"{sorted(unknown)}")
+        phrasings = load_yaml(f"questions/{self.name}.yaml")
+        missing = [q for q in self.questions if not phrasings.get(q)]
+        if missing:
+            raise ImportError(f"templates/questions/{self.name}.yaml has no phrasings for "
+                              f"{missing}")
 
 
 def format_number(value: float) -> str:
@@ -31,3 +108,73 @@ def format_number(value: float) -> str:
     if float(value).is_integer():
         return str(int(value))
     return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+def pose_rng(scene: Scene) -> np.random.Generator:
+    """The generator of a scene's questions: seeded by the scene id alone."""
+    return np.random.default_rng(int(stable_id(scene.id, "pose"), 16))
+
+
+def letter_options(rng: np.random.Generator, choices: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """Shuffle ``choices`` (the right one first) into options A–D; returns the right letter."""
+    order = rng.permutation(len(choices))
+    options = {LETTERS[i]: choices[j] for i, j in enumerate(order)}
+    return next(k for k, v in options.items() if v == choices[0]), options
+
+
+def options_text(options: Mapping[str, str]) -> str:
+    """The options as the question lists them: one ``A. text`` per line."""
+    return "\n".join(f"{k}. {v}" for k, v in options.items())
+
+
+@dataclass(slots=True)
+class Poser:
+    """Turns drafts into tasks for one scene: phrasing, options, difficulty, tolerance, ids.
+
+    ``level`` is the scene's difficulty index; ``typed_by_kind`` puts the scene kind in the
+    task type (``chart.vbar.value``) or not (``search.count``); ``numbered_ids`` adds the
+    task's place to its id (a family that may ask one type twice about a scene).
+    """
+
+    family: str
+    scene: Scene
+    rng: np.random.Generator
+    typed_by_kind: bool = True
+    numbered_ids: bool = False
+    tasks: list[Task] = field(default_factory=list)
+
+    def add(self, qtype: QuestionType, draft: Draft) -> Task:
+        """Phrase ``draft`` as a question of type ``qtype`` and append the task."""
+        facts = {**draft.facts}
+        answer = draft.answer
+        options = dict(draft.options) if draft.options is not None else None
+        if draft.choices:
+            answer, options = letter_options(self.rng, draft.choices)
+        if options is not None:
+            facts["options"] = options
+        phrasings = load_yaml(f"questions/{self.family}.yaml")[qtype.name]
+        pick = phrasings[int(self.rng.integers(len(phrasings)))]
+        question = render_string(pick, options_text=options_text(options or {}), **draft.names)
+        level = DIFFICULTIES.index(self.scene.difficulty) + qtype.harder
+        parts = (qtype.name, len(self.tasks)) if self.numbered_ids else (qtype.name,)
+        kind = f"{self.scene.kind}." if self.typed_by_kind else ""
+        task = Task(
+            id=f"{self.family}-{stable_id(self.scene.id, *parts)}",
+            scene=self.scene,
+            task_type=f"{self.family}.{kind}{qtype.name}",
+            question=question,
+            answer=answer,
+            answer_type=qtype.answer_type,
+            tolerance=NUMBER_TOLERANCE if qtype.answer_type == "number" else 0.0,
+            difficulty=DIFFICULTIES[min(level, len(DIFFICULTIES) - 1)],
+            ops=qtype.ops,
+            facts={"op": qtype.name, **facts},
+            grounding=draft.grounding,
+        )
+        self.tasks.append(task)
+        return task
+
+
+def allowed(types: Sequence[str], only: Collection[str] | None) -> list[str]:
+    """``types`` restricted to ``only`` (all of them when ``only`` is None)."""
+    return [t for t in types if only is None or t in only]

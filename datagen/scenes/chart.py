@@ -4,27 +4,67 @@ Seven kinds — vertical bar, horizontal bar, grouped bar, stacked bar, multi-se
 scatter — drawn with the object-oriented matplotlib API (no pyplot state, so threads are safe).
 Values are whole multiples of a per-chart ``step`` and the value axis has fixed ticks, so every
 number in the spec is exactly what the picture shows. Questions are computed from the spec only.
+
+Adding a chart kind is one row of ``CHART_KINDS`` (spec builder, draw function, the scripted
+teacher's measuring template and think key, its question types), its draw function and its
+``templates/code/chart_<measure>.py.j2``. Adding a question type is one ``QuestionType`` in
+``QUESTIONS``, its phrasings in ``templates/questions/chart.yaml`` and its compute step in
+``templates/code/chart_compute.py.j2``.
 """
 
 from __future__ import annotations
 
+import functools
 import io
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from datagen.records import AnswerType, Scene, Task, stable_id
-from datagen.scenes.base import Family, format_number
+from datagen.scenes.base import Draft, Family, Poser, QuestionType, format_number, pose_rng
 from datagen.templates import load_yaml, render_string
 
-__all__ = ["FAMILY", "KINDS", "make_scene", "pose", "render_chart"]
+__all__ = ["CHART_KINDS", "FAMILY", "KINDS", "QUESTIONS", "ChartKind", "ChartSpec", "Series",
+           "make_scene", "pose", "render_chart"]
 
-KINDS = ("vbar", "hbar", "grouped", "stacked", "line", "pie", "scatter")
 DPI = 100
-Spec = dict[str, Any]
+
+
+class Series(TypedDict, total=False):
+    """One data series: its name, colour (name and hex) and values (or scatter points)."""
+
+    name: str
+    color_name: str
+    color: str
+    values: list[int]
+    points: list[list[int]]
+
+
+class ChartSpec(TypedDict, total=False):
+    """Everything a chart shows: the data table, its labels, colours, ticks and size."""
+
+    kind: str
+    title: str
+    category_axis: str
+    category_plural: str
+    value_axis: str
+    x_axis: str  # scatter only
+    ordered: bool
+    categories: list[str]
+    series: list[Series]
+    slice_colors: list[str]  # pie only
+    slice_color_names: list[str]  # pie only
+    step: int
+    ticks: list[int]
+    value_labels: bool
+    size: list[int]
+
+
+Spec = ChartSpec
 
 
 def _vocab() -> dict[str, Any]:
@@ -77,7 +117,7 @@ def _table_spec(rng: np.random.Generator, kind: str) -> Spec:
     high = int(rng.integers(40, 101))
     colors = _pick_colors(rng, n_series)
     names = list(rng.choice(_vocab()["series_names"], size=n_series, replace=False))
-    series = []
+    series: list[Series] = []
     for s in range(n_series):
         if kind == "line" and rng.random() < 0.4 and n_series == 1:
             vals = np.sort(rng.integers(5, high + 1, size=len(cats)))
@@ -107,7 +147,7 @@ def _table_spec(rng: np.random.Generator, kind: str) -> Spec:
     }
 
 
-def _separate_lines(series: list[dict[str, Any]], gap: int) -> None:
+def _separate_lines(series: list[Series], gap: int) -> None:
     """Push line values apart so markers of different series never sit on one another."""
     for i in range(len(series[0]["values"])):
         col = sorted(range(len(series)), key=lambda s: series[s]["values"][i])
@@ -150,7 +190,7 @@ def _scatter_spec(rng: np.random.Generator) -> Spec:
     colors = _pick_colors(rng, n_series)
     names = list(rng.choice(_vocab()["series_names"], size=n_series, replace=False))
     taken: list[tuple[int, int]] = []
-    series = []
+    series: list[Series] = []
     for s in range(n_series):
         pts: list[list[int]] = []
         want = int(rng.integers(6, 19))
@@ -197,7 +237,7 @@ def render_chart(spec: Spec) -> bytes:
     legend = len(spec["series"]) > 1
     fig.subplots_adjust(left=0.2 if spec["kind"] == "hbar" else 0.12,
                         right=0.76 if legend else 0.95, top=0.88, bottom=0.18)
-    _DRAW[spec["kind"]](ax, spec)
+    KIND_BY_NAME[spec["kind"]].draw(ax, spec)
     ax.set_title(spec["title"], fontsize=12)
     if legend:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=9)
@@ -281,47 +321,29 @@ def _draw_scatter(ax: Any, spec: Spec) -> None:
     ax.set_ylabel(spec["value_axis"])
 
 
-_DRAW: dict[str, Callable[[Any, Spec], None]] = {
-    "vbar": _draw_bars, "hbar": _draw_bars, "grouped": _draw_bars, "stacked": _draw_bars,
-    "line": _draw_line, "pie": _draw_pie, "scatter": _draw_scatter,
-}
-
-
 # ---------------------------------------------------------------------------------------------
-# Scenes
+# Questions: each draft function returns one question about a chart, or None where it does not
+# apply. Table questions read one series (or the stacked totals) picked by ``_targets``.
 
-
-def make_scene(index: int, seed: int, options: Mapping[str, Any] | None = None) -> Scene:
-    """The chart scene number ``index`` of a run seeded with ``seed`` (pure; no options apply)."""
-    rng = np.random.default_rng([seed, index, 0xC4A7])
-    kind = KINDS[int(rng.integers(len(KINDS)))]
-    if kind == "pie":
-        spec = _pie_spec(rng)
-    elif kind == "scatter":
-        spec = _scatter_spec(rng)
-    else:
-        spec = _table_spec(rng, kind)
-    hard = (not spec["value_labels"]) + (len(spec["series"]) > 1) + (len(spec["categories"]) > 6)
-    return Scene(
-        id=f"chart-{stable_id('chart', seed, index)}",
-        family="chart",
-        kind=kind,
-        seed=index,
-        image=render_chart(spec),
-        spec=spec,
-        difficulty=("easy", "medium", "hard", "hard")[hard],
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Questions: each function returns the facts of one question, or None where it does not apply.
-
-Draft = tuple[str, AnswerType, dict[str, Any]]  # (answer, answer_type, facts)
 Rng = np.random.Generator
 Table = dict[str, int]
 
 
-def _targets(spec: Spec, rng: np.random.Generator) -> tuple[str | None, Table]:
+class ChartFacts(TypedDict, total=False):
+    """What a chart question is about (read by the scripted teacher)."""
+
+    op: str
+    series: str | None  # None: the only series, or stacked totals
+    total: bool  # about stacked totals
+    a: str
+    b: str
+    threshold: int
+    color: str
+    hex: str
+    options: dict[str, str]
+
+
+def _targets(spec: Spec, rng: Rng) -> tuple[str | None, Table]:
     """Pick what a table question is about: one series, or stacked totals."""
     cats = spec["categories"]
     if spec["kind"] == "stacked" and rng.random() < 0.4:
@@ -331,7 +353,7 @@ def _targets(spec: Spec, rng: np.random.Generator) -> tuple[str | None, Table]:
     return name, dict(zip(cats, s["values"], strict=True))
 
 
-def _two(rng: np.random.Generator, table: Table, distinct: bool = True) -> tuple[str, str] | None:
+def _two(rng: Rng, table: Table, distinct: bool = True) -> tuple[str, str] | None:
     cats = [c for c in table]
     for _ in range(10):
         a, b = (cats[i] for i in rng.choice(len(cats), size=2, replace=False))
@@ -340,67 +362,7 @@ def _two(rng: np.random.Generator, table: Table, distinct: bool = True) -> tuple
     return None
 
 
-def _q_value(spec: Spec, rng: Rng, series: str | None, t: Table) -> Draft | None:
-    a = list(t)[rng.integers(len(t))]
-    return format_number(t[a]), "number", {"a": a}
-
-
-def _q_extreme(op: str) -> Callable[..., Draft | None]:
-    def q(spec: Spec, rng: Rng, series: str | None, t: Table) -> Draft | None:
-        best = (max if op == "max" else min)(t.values())
-        winners = [c for c, v in t.items() if v == best]
-        return (winners[0], "text", {}) if len(winners) == 1 else None
-    return q
-
-
-def _q_difference(spec: Spec, rng: Rng, series: str | None, t: Table) -> Draft | None:
-    pair = _two(rng, t)
-    return None if pair is None else (format_number(t[pair[0]] - t[pair[1]]), "number",
-                                      {"a": pair[0], "b": pair[1]})
-
-
-def _q_ratio(spec: Spec, rng: Rng, series: str | None, t: Table) -> Draft | None:
-    pair = _two(rng, t)
-    return None if pair is None else (format_number(round(t[pair[0]] / t[pair[1]], 2)), "number",
-                                      {"a": pair[0], "b": pair[1]})
-
-
-def _q_sum(spec: Spec, rng: Rng, series: str | None, t: Table) -> Draft | None:
-    return format_number(sum(t.values())), "number", {}
-
-
-def _q_mean(spec: Spec, rng: Rng, series: str | None, t: Table) -> Draft | None:
-    return format_number(round(sum(t.values()) / len(t), 2)), "number", {}
-
-
-def _q_range(spec: Spec, rng: Rng, series: str | None, t: Table) -> Draft | None:
-    return format_number(max(t.values()) - min(t.values())), "number", {}
-
-
-def _q_percentage(spec: Spec, rng: Rng, series: str | None, t: Table) -> Draft | None:
-    a = list(t)[rng.integers(len(t))]
-    return format_number(round(100 * t[a] / sum(t.values()), 1)), "number", {"a": a}
-
-
-def _q_trend(spec: Spec, rng: Rng, series: str | None, t: Table) -> Draft | None:
-    if not spec["ordered"]:
-        return None
-    v = list(t.values())
-    steps = [b - a for a, b in zip(v, v[1:], strict=False)]
-    trend = "increasing" if all(d > 0 for d in steps) else (
-        "decreasing" if all(d < 0 for d in steps) else "fluctuating")
-    return trend, "text", {}
-
-
-def _q_compare(spec: Spec, rng: Rng, series: str | None, t: Table) -> Draft | None:
-    pair = _two(rng, t)
-    if pair is None:
-        return None
-    a, b = pair if rng.random() < 0.5 else pair[::-1]
-    return ("yes" if t[a] > t[b] else "no"), "yesno", {"a": a, "b": b}
-
-
-def _threshold(rng: np.random.Generator, values: list[int], step: int) -> int | None:
+def _threshold(rng: Rng, values: list[int], step: int) -> int | None:
     """A round threshold that no value sits near, so the count is unambiguous on the picture."""
     v = sorted(set(values))
     gaps = [(a, b) for a, b in zip(v, v[1:], strict=False) if b - a >= 4 * step]
@@ -410,35 +372,124 @@ def _threshold(rng: np.random.Generator, values: list[int], step: int) -> int | 
     return int(round((a + b) / 2 / step) * step)
 
 
-def _q_count_above(spec: Spec, rng: Rng, series: str | None, t: Table) -> Draft | None:
+def _draft(spec: Spec, qtype: str, answer: str, facts: ChartFacts,
+           choices: tuple[str, ...] = ()) -> Draft:
+    """A chart draft: the facts, and the names every chart phrasing may use."""
+    axis = ("series" if qtype == "legend" and spec["kind"] != "pie"
+            else spec["category_axis"].lower())
+    names = {"a": facts.get("a"), "b": facts.get("b"), "series": facts["series"],
+             "threshold": facts.get("threshold"), "color": facts.get("color"),
+             "total": facts["total"], "axis": axis, "axis_plural": spec["category_plural"]}
+    return Draft(answer=answer, facts=facts, names=names, choices=choices)
+
+
+TableDraft = tuple[str, ChartFacts] | tuple[str, ChartFacts, tuple[str, ...]] | None
+
+
+def _table_question(qtype: str, fn: Callable[[Spec, Rng, Table], TableDraft]
+                    ) -> Callable[[Spec, Rng], Draft | None]:
+    """A question over one series (or stacked totals): ``fn`` sees the picked table."""
+
+    def draft(spec: Spec, rng: Rng) -> Draft | None:
+        series, table = _targets(spec, rng)
+        got = fn(spec, rng, table)
+        if got is None:
+            return None
+        answer, facts, *choices = got
+        base: ChartFacts = {"series": series, "total": series is None and spec["kind"] == "stacked"}
+        return _draft(spec, qtype, answer, {**base, **facts}, *choices)
+
+    return draft
+
+
+def _q_value(spec: Spec, rng: Rng, t: Table) -> TableDraft:
+    a = list(t)[rng.integers(len(t))]
+    return format_number(t[a]), {"a": a}
+
+
+def _q_extreme(op: str) -> Callable[[Spec, Rng, Table], TableDraft]:
+    def q(spec: Spec, rng: Rng, t: Table) -> TableDraft:
+        best = (max if op == "max" else min)(t.values())
+        winners = [c for c, v in t.items() if v == best]
+        return (winners[0], {}) if len(winners) == 1 else None
+    return q
+
+
+def _q_difference(spec: Spec, rng: Rng, t: Table) -> TableDraft:
+    pair = _two(rng, t)
+    return None if pair is None else (format_number(t[pair[0]] - t[pair[1]]),
+                                      {"a": pair[0], "b": pair[1]})
+
+
+def _q_ratio(spec: Spec, rng: Rng, t: Table) -> TableDraft:
+    pair = _two(rng, t)
+    return None if pair is None else (format_number(round(t[pair[0]] / t[pair[1]], 2)),
+                                      {"a": pair[0], "b": pair[1]})
+
+
+def _q_sum(spec: Spec, rng: Rng, t: Table) -> TableDraft:
+    return format_number(sum(t.values())), {}
+
+
+def _q_mean(spec: Spec, rng: Rng, t: Table) -> TableDraft:
+    return format_number(round(sum(t.values()) / len(t), 2)), {}
+
+
+def _q_range(spec: Spec, rng: Rng, t: Table) -> TableDraft:
+    return format_number(max(t.values()) - min(t.values())), {}
+
+
+def _q_percentage(spec: Spec, rng: Rng, t: Table) -> TableDraft:
+    a = list(t)[rng.integers(len(t))]
+    return format_number(round(100 * t[a] / sum(t.values()), 1)), {"a": a}
+
+
+def _q_trend(spec: Spec, rng: Rng, t: Table) -> TableDraft:
+    if not spec["ordered"]:
+        return None
+    v = list(t.values())
+    steps = [b - a for a, b in zip(v, v[1:], strict=False)]
+    trend = "increasing" if all(d > 0 for d in steps) else (
+        "decreasing" if all(d < 0 for d in steps) else "fluctuating")
+    return trend, {}
+
+
+def _q_compare(spec: Spec, rng: Rng, t: Table) -> TableDraft:
+    pair = _two(rng, t)
+    if pair is None:
+        return None
+    a, b = pair if rng.random() < 0.5 else pair[::-1]
+    return ("yes" if t[a] > t[b] else "no"), {"a": a, "b": b}
+
+
+def _q_count_above(spec: Spec, rng: Rng, t: Table) -> TableDraft:
     thr = _threshold(rng, list(t.values()), spec["step"])
     if thr is None:
         return None
-    return str(sum(v > thr for v in t.values())), "integer", {"threshold": thr}
+    return str(sum(v > thr for v in t.values())), {"threshold": thr}
 
 
-def _q_choice(spec: Spec, rng: Rng, series: str | None, t: Table) -> Draft | None:
-    ranked = sorted(t, key=t.get, reverse=True)
+def _q_choice(spec: Spec, rng: Rng, t: Table) -> TableDraft:
+    ranked = sorted(t, key=t.get, reverse=True)  # type: ignore[arg-type]
     if len(ranked) < 3 or t[ranked[0]] == t[ranked[1]] or t[ranked[1]] == t[ranked[2]]:
         return None
     others = [c for c in ranked if c != ranked[1]]
     picks = [ranked[1]] + [others[i] for i in rng.choice(len(others), size=min(3, len(others)),
                                                           replace=False)]
-    order = rng.permutation(len(picks))
-    options = {"ABCD"[i]: picks[j] for i, j in enumerate(order)}
-    letter = next(k for k, v in options.items() if v == ranked[1])
-    return letter, "choice", {"options": options}
+    return ranked[1], {}, tuple(picks)
 
 
 def _q_legend(spec: Spec, rng: Rng) -> Draft | None:
     if spec["kind"] == "pie":
         i = int(rng.integers(len(spec["categories"])))
-        return spec["categories"][i], "text", {"color": spec["slice_color_names"][i],
-                                               "hex": spec["slice_colors"][i]}
+        facts: ChartFacts = {"series": None, "total": False,
+                             "color": spec["slice_color_names"][i], "hex": spec["slice_colors"][i]}
+        return _draft(spec, "legend", spec["categories"][i], facts)
     if len(spec["series"]) < 2:
         return None
     s = spec["series"][int(rng.integers(len(spec["series"])))]
-    return s["name"], "text", {"color": s["color_name"], "hex": s["color"]}
+    facts = {"series": None, "total": False, "color": s["color_name"], "hex": s["color"]}
+    return _draft(spec, "legend", s["name"], facts)
 
 
 def _q_scatter_count_above(spec: Spec, rng: Rng) -> Draft | None:
@@ -448,12 +499,14 @@ def _q_scatter_count_above(spec: Spec, rng: Rng) -> Draft | None:
     if thr is None:
         return None
     name = s["name"] if len(spec["series"]) > 1 else None
-    return str(sum(y > thr for y in ys)), "integer", {"threshold": thr, "series": name}
+    return _draft(spec, "scatter_count_above", str(sum(y > thr for y in ys)),
+                  {"series": name, "total": False, "threshold": thr})
 
 
 def _q_scatter_count(spec: Spec, rng: Rng) -> Draft | None:
     s = spec["series"][int(rng.integers(len(spec["series"])))]
-    return str(len(s["points"])), "integer", {"series": s["name"]}
+    return _draft(spec, "scatter_count", str(len(s["points"])),
+                  {"series": s["name"], "total": False})
 
 
 def _q_scatter_compare(spec: Spec, rng: Rng) -> Draft | None:
@@ -462,89 +515,129 @@ def _q_scatter_compare(spec: Spec, rng: Rng) -> Draft | None:
     a, b = (spec["series"][i] for i in rng.permutation(2))
     if len(a["points"]) == len(b["points"]):
         return None
-    return ("yes" if len(a["points"]) > len(b["points"]) else "no"), "yesno", {
-        "a": a["name"], "b": b["name"]}
+    return _draft(spec, "scatter_compare", "yes" if len(a["points"]) > len(b["points"]) else "no",
+                  {"series": None, "total": False, "a": a["name"], "b": b["name"]})
 
 
-_TABLE_QUESTIONS: dict[str, Callable[..., Draft | None]] = {
-    "value": _q_value, "max": _q_extreme("max"), "min": _q_extreme("min"),
-    "difference": _q_difference, "sum": _q_sum, "mean": _q_mean, "percentage": _q_percentage,
-    "ratio": _q_ratio, "range": _q_range, "trend": _q_trend, "compare": _q_compare,
-    "count_above": _q_count_above, "choice": _q_choice,
-}
-_SPEC_QUESTIONS: dict[str, Callable[[Spec, np.random.Generator], Draft | None]] = {
-    "legend": _q_legend, "scatter_count_above": _q_scatter_count_above,
-    "scatter_count": _q_scatter_count, "scatter_compare": _q_scatter_compare,
-}
-_COMPOUND = {"difference", "sum", "mean", "percentage", "ratio", "range", "count_above", "choice",
-             "trend", "scatter_count_above", "scatter_compare"}
+_MEASURE = ("pixel_measure", "compute")
 _COUNT = ("pixel_measure", "count")
-_OPS = {"legend": ("crop", "zoom"), "scatter_count": _COUNT, "scatter_count_above": _COUNT,
-        "scatter_compare": _COUNT}
 
 
-def question_types(kind: str) -> list[str]:
-    """The question types that can be asked about a chart of this kind."""
-    if kind == "scatter":
-        return ["legend", "scatter_count_above", "scatter_count", "scatter_compare"]
-    # A pie always sums to 100: totals, means and shares of the total would be trivia there.
-    trivial = {"trend", "count_above", "sum", "mean", "percentage"} if kind == "pie" else set()
-    types = [t for t in _TABLE_QUESTIONS if t not in trivial]
-    return types + ["legend"]
+def _table(name: str, answer_type: AnswerType, fn: Callable[[Spec, Rng, Table], TableDraft],
+           harder: bool = True) -> QuestionType:
+    return QuestionType(name, answer_type, _MEASURE, _table_question(name, fn), harder)
 
 
-def _options_text(options: dict[str, str]) -> str:
-    return "\n".join(f"{k}. {v}" for k, v in options.items())
+QUESTIONS: dict[str, QuestionType] = {q.name: q for q in (
+    _table("value", "number", _q_value, harder=False),
+    _table("max", "text", _q_extreme("max"), harder=False),
+    _table("min", "text", _q_extreme("min"), harder=False),
+    _table("difference", "number", _q_difference),
+    _table("sum", "number", _q_sum),
+    _table("mean", "number", _q_mean),
+    _table("percentage", "number", _q_percentage),
+    _table("ratio", "number", _q_ratio),
+    _table("range", "number", _q_range),
+    _table("trend", "text", _q_trend),
+    _table("compare", "yesno", _q_compare, harder=False),
+    _table("count_above", "integer", _q_count_above),
+    _table("choice", "choice", _q_choice),
+    QuestionType("legend", "text", ("crop", "zoom"), _q_legend),
+    QuestionType("scatter_count_above", "integer", _COUNT, _q_scatter_count_above, harder=True),
+    QuestionType("scatter_count", "integer", _COUNT, _q_scatter_count),
+    QuestionType("scatter_compare", "yesno", _COUNT, _q_scatter_compare, harder=True),
+)}
+"""Every chart question type. ``harder`` ones combine several values (one level up)."""
 
 
-def pose(scene: Scene, k: int) -> list[Task]:
-    """Up to ``k`` questions of distinct types about ``scene``, with gold answers from its spec."""
-    spec = scene.spec
-    rng = np.random.default_rng(int(stable_id(scene.id, "pose"), 16))
-    phrasings = load_yaml("questions/chart.yaml")
-    tasks: list[Task] = []
-    for qtype in rng.permutation(question_types(spec["kind"])):
-        if len(tasks) == k:
+# ---------------------------------------------------------------------------------------------
+# Kinds
+
+
+@dataclass(frozen=True, slots=True)
+class ChartKind:
+    """One kind of chart: how its spec is drawn from a generator and drawn as a picture, how
+    the scripted teacher measures it, and what can be asked about it."""
+
+    name: str
+    spec: Callable[[Rng], Spec]
+    draw: Callable[[Any, Spec], None]
+    # templates/code/chart_<measure>.py.j2 measures it; templates/teacher/chart.yaml <think>
+    # says so.
+    measure: str
+    think: str
+    questions: tuple[str, ...]
+
+
+_TABLE_QUESTIONS = ("value", "max", "min", "difference", "sum", "mean", "percentage", "ratio",
+                    "range", "trend", "compare", "count_above", "choice", "legend")
+# A pie always sums to 100: totals, means and shares of the total would be trivia there.
+_PIE_QUESTIONS = tuple(q for q in _TABLE_QUESTIONS
+                       if q not in ("trend", "count_above", "sum", "mean", "percentage"))
+_SCATTER_QUESTIONS = ("legend", "scatter_count_above", "scatter_count", "scatter_compare")
+
+
+def _bars(kind: str, measure: str) -> ChartKind:
+    return ChartKind(kind, functools.partial(_table_spec, kind=kind), _draw_bars, measure,
+                     "measure_bars", _TABLE_QUESTIONS)
+
+
+# The order is part of the seed: make_scene draws a kind by its place here.
+CHART_KINDS: tuple[ChartKind, ...] = (
+    _bars("vbar", "measure_vbars"),
+    _bars("hbar", "measure_hbars"),
+    _bars("grouped", "measure_vbars"),
+    _bars("stacked", "measure_vbars"),
+    ChartKind("line", functools.partial(_table_spec, kind="line"), _draw_line, "measure_line",
+              "measure_line", _TABLE_QUESTIONS),
+    ChartKind("pie", _pie_spec, _draw_pie, "measure_pie", "measure_pie", _PIE_QUESTIONS),
+    ChartKind("scatter", _scatter_spec, _draw_scatter, "measure_scatter", "measure_scatter",
+              _SCATTER_QUESTIONS),
+)
+KIND_BY_NAME = {k.name: k for k in CHART_KINDS}
+KINDS = tuple(KIND_BY_NAME)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenes
+
+
+def make_scene(index: int, seed: int, options: Mapping[str, Any] | None = None) -> Scene:
+    """The chart scene number ``index`` of a run seeded with ``seed`` (pure; no options apply)."""
+    rng = np.random.default_rng([seed, index, 0xC4A7])
+    kind = CHART_KINDS[int(rng.integers(len(CHART_KINDS)))]
+    spec = kind.spec(rng)
+    hard = (not spec["value_labels"]) + (len(spec["series"]) > 1) + (len(spec["categories"]) > 6)
+    return Scene(
+        id=f"chart-{stable_id('chart', seed, index)}",
+        family="chart",
+        kind=kind.name,
+        seed=index,
+        image=render_chart(spec),
+        spec=spec,
+        difficulty=("easy", "medium", "hard", "hard")[hard],
+    )
+
+
+def pose(scene: Scene, k: int, only: Collection[str] | None = None) -> list[Task]:
+    """Up to ``k`` questions of distinct types about ``scene``, with gold answers from its spec.
+
+    The types are tried in a seeded order; one that does not apply to this chart is skipped.
+    """
+    spec: Spec = scene.spec
+    rng = pose_rng(scene)
+    poser = Poser("chart", scene, rng, numbered_ids=True)
+    for name in rng.permutation(KIND_BY_NAME[spec["kind"]].questions):
+        if len(poser.tasks) == k:
             break
-        qtype = str(qtype)
-        if qtype in _TABLE_QUESTIONS:
-            series, table = _targets(spec, rng)
-            draft = _TABLE_QUESTIONS[qtype](spec, rng, series, table)
-            if draft is None:
-                continue
-            answer, atype, facts = draft
-            facts = {"series": series, "total": series is None and spec["kind"] == "stacked",
-                     **facts}
-        else:
-            draft = _SPEC_QUESTIONS[qtype](spec, rng)
-            if draft is None:
-                continue
-            answer, atype, facts = draft
-            facts = {"series": facts.pop("series", None), "total": False, **facts}
-        facts["op"] = qtype
-        pick = phrasings[qtype][int(rng.integers(len(phrasings[qtype])))]
-        question = render_string(
-            pick, a=facts.get("a"), b=facts.get("b"), series=facts["series"],
-            threshold=facts.get("threshold"), color=facts.get("color"), total=facts["total"],
-            axis="series" if qtype == "legend" and spec["kind"] != "pie"
-            else spec["category_axis"].lower(),
-            axis_plural=spec["category_plural"],
-            options_text=_options_text(facts.get("options", {})),
-        )
-        level = ("easy", "medium", "hard").index(scene.difficulty) + (qtype in _COMPOUND)
-        tasks.append(Task(
-            id=f"chart-{stable_id(scene.id, qtype, len(tasks))}",
-            scene=scene,
-            task_type=f"chart.{spec['kind']}.{qtype}",
-            question=question,
-            answer=answer,
-            answer_type=atype,
-            tolerance=0.01 if atype == "number" else 0.0,
-            difficulty=("easy", "medium", "hard")[min(level, 2)],
-            ops=_OPS.get(qtype, ("pixel_measure", "compute")),
-            facts=facts,
-        ))
-    return tasks
+        qtype = QUESTIONS[str(name)]
+        if only is not None and qtype.name not in only:
+            continue
+        draft = qtype.draft(spec, rng)
+        if draft is not None:
+            poser.add(qtype, draft)
+    return poser.tasks
 
 
-FAMILY = Family(name="chart", make_scene=make_scene, pose=pose)
+FAMILY = Family(name="chart", kinds={k.name: k.questions for k in CHART_KINDS},
+                questions=QUESTIONS, make_scene=make_scene, pose=pose)

@@ -5,6 +5,10 @@ polygon, composite rectangle, parallel lines cut by a transversal, coordinate pl
 triangles). Each builder returns the figure (points in math units, segments, marks, labels) and
 the numbers given on it; questions compute their gold answers with sympy from those numbers and
 carry them exactly (``5*sqrt(3)``, ``25*pi``, ``3/4``) and as a float.
+
+Adding a construction is one row of ``CONSTRUCTIONS`` (builder, difficulty) and its question
+types; adding a question type is one ``QuestionType`` in ``QUESTIONS`` with its phrasings in
+``templates/questions/geometry.yaml`` and its method in ``templates/teacher/geometry.yaml``.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from __future__ import annotations
 import functools
 import io
 import math
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
 import numpy as np
 import sympy as sp
@@ -21,12 +26,43 @@ from matplotlib import font_manager
 from PIL import Image, ImageDraw, ImageFont
 
 from datagen.records import AnswerType, Scene, Task, stable_id
-from datagen.scenes.base import Family
-from datagen.templates import load_yaml, render_string
+from datagen.scenes.base import DIFFICULTIES, Draft, Family, Poser, QuestionType, pose_rng
 
-__all__ = ["CONSTRUCTIONS", "FAMILY", "make_scene", "pose", "render_figure"]
+__all__ = ["CONSTRUCTIONS", "FAMILY", "QUESTIONS", "Construction", "GeometrySpec", "make_scene",
+           "pose", "render_figure"]
 
-Spec = dict[str, Any]
+
+class GeometrySpec(TypedDict, total=False):
+    """A figure: points in math units, what is drawn between them, and the numbers given.
+
+    ``pixels`` (each point's pixel position) and ``label_boxes`` are added by ``make_scene``
+    after rendering; ``given`` holds the numbers printed on the figure, by name.
+    """
+
+    construction: str
+    mode: str
+    points: dict[str, list[float]]
+    segments: list[list[str]]
+    dashed: list[list[str]]
+    circles: list[list[Any]]
+    side_labels: list[list[str]]
+    angle_labels: list[list[str]]
+    right_angles: list[list[str]]
+    ticks: list[list[Any]]
+    arrows: list[list[Any]]
+    shade: list[list[str]]
+    unshade_circle: list[Any] | None
+    grid: list[int] | None
+    coord_labels: bool
+    given: dict[str, Any]
+    labelled: list[str]
+    size: list[int]
+    scale: float
+    pixels: dict[str, list[float]]
+    label_boxes: list[list[float]]
+
+
+Spec = GeometrySpec
 Rng = np.random.Generator
 MARGIN = 80
 INK = (20, 20, 20)
@@ -280,11 +316,27 @@ def _similar(rng: Rng) -> Spec:
     return spec
 
 
-CONSTRUCTIONS: dict[str, Callable[[Rng], Spec]] = {
-    "right_triangle": _right_triangle, "general_triangle": _general_triangle,
-    "isosceles": _isosceles, "circle": _circle, "polygon": _polygon, "composite": _composite,
-    "parallel": _parallel, "coordinate": _coordinate, "similar": _similar,
-}
+@dataclass(frozen=True, slots=True)
+class Construction:
+    """One kind of figure: its builder and its scene difficulty (an index of DIFFICULTIES)."""
+
+    name: str
+    build: Callable[[Rng], Spec]
+    level: int
+
+
+# The order is part of the seed: make_scene draws a construction by its place here.
+CONSTRUCTIONS: dict[str, Construction] = {c.name: c for c in (
+    Construction("right_triangle", _right_triangle, 0),
+    Construction("general_triangle", _general_triangle, 2),
+    Construction("isosceles", _isosceles, 0),
+    Construction("circle", _circle, 0),
+    Construction("polygon", _polygon, 0),
+    Construction("composite", _composite, 1),
+    Construction("parallel", _parallel, 1),
+    Construction("coordinate", _coordinate, 1),
+    Construction("similar", _similar, 1),
+)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,110 +527,26 @@ def _overlaps(boxes: list[list[float]], size: list[int]) -> bool:
 def make_scene(index: int, seed: int, options: Mapping[str, Any] | None = None) -> Scene:
     """Geometry scene number ``index`` of a run seeded with ``seed`` (pure; no options apply)."""
     rng = np.random.default_rng([seed, index, 0x6E0])
-    name = list(CONSTRUCTIONS)[int(rng.integers(len(CONSTRUCTIONS)))]
+    construction = list(CONSTRUCTIONS.values())[int(rng.integers(len(CONSTRUCTIONS)))]
     for _attempt in range(50):
-        spec = CONSTRUCTIONS[name](rng)
+        spec = construction.build(rng)
         spec["size"] = [int(rng.integers(56, 73)) * 10, int(rng.integers(50, 65)) * 10]
         png, px, boxes = render_figure(spec)
         if not _overlaps(boxes, spec["size"]):
             break
     spec["pixels"] = px
     spec["label_boxes"] = boxes
-    level = {"polygon": 0, "circle": 0, "composite": 1, "parallel": 1, "isosceles": 0,
-             "right_triangle": 0, "coordinate": 1, "similar": 1, "general_triangle": 2}[name]
     return Scene(id=f"geometry-{stable_id('geometry', seed, index)}", family="geometry",
-                 kind=name, seed=index, image=png, spec=spec,
-                 difficulty=("easy", "medium", "hard")[level])
+                 kind=construction.name, seed=index, image=png, spec=spec,
+                 difficulty=DIFFICULTIES[construction.level])
 
 
 # ---------------------------------------------------------------------------------------------
-# Questions: (qtype, answer, answer_type, facts) per construction; answers are sympy-exact.
+# Questions: each type belongs to one construction (and mode) and computes its gold answer
+# exactly with sympy from the numbers given on the figure.
 
-Q = tuple[str, sp.Expr, AnswerType, dict[str, Any]]
-
-
-def _questions(spec: Spec) -> list[Q]:
-    g, c, mode = spec["given"], spec["construction"], spec.get("mode")
-    S = sp.Integer
-    out: list[Q] = []
-    if c == "right_triangle":
-        if mode == "legs":
-            a, b = S(g["a"]), S(g["b"])
-            out += [("hypotenuse", sp.sqrt(a**2 + b**2), "expression", {}),
-                    ("right_area", a * b / 2, "expression", {}),
-                    ("tan_ratio", a / b, "expression", {}),
-                    ("right_perimeter", a + b + sp.sqrt(a**2 + b**2), "expression", {})]
-        else:
-            a, hyp = S(g["a"]), S(g["c"])
-            out += [("missing_leg", sp.sqrt(hyp**2 - a**2), "integer", {}),
-                    ("sin_ratio", a / hyp, "expression", {})]
-    elif c == "general_triangle":
-        if mode == "angles":
-            al, be = S(g["alpha"]), S(g["beta"])
-            out += [("angle_sum", 180 - al - be, "integer", {}),
-                    ("exterior_angle", al + be, "integer", {})]
-        elif mode == "sas":
-            b, cc, al = S(g["b"]), S(g["c"]), S(g["alpha"])
-            out += [("law_of_cosines",
-                     sp.sqrt(sp.nsimplify(b**2 + cc**2 - 2 * b * cc * sp.cos(sp.rad(al)))),
-                     "expression", {})]
-        else:
-            a, b, cc = S(g["a"]), S(g["b"]), S(g["c"])
-            s = (a + b + cc) / 2
-            out += [("heron_area", sp.sqrt(s * (s - a) * (s - b) * (s - cc)), "expression", {}),
-                    ("triangle_perimeter", a + b + cc, "integer", {})]
-    elif c == "isosceles":
-        if mode == "isosceles":
-            out += [("base_angle", (180 - S(g["apex"])) / 2, "number", {})]
-        else:
-            s = S(g["s"])
-            out += [("equilateral_area", sp.sqrt(3) * s**2 / 4, "expression", {}),
-                    ("equilateral_height", sp.sqrt(3) * s / 2, "expression", {})]
-    elif c == "circle":
-        r = S(g["r"])
-        if mode == "radius":
-            out += [("circle_area", sp.pi * r**2, "expression", {}),
-                    ("circumference", 2 * sp.pi * r, "expression", {}),
-                    ("circle_area_decimal", sp.pi * r**2, "number", {})]
-        elif mode == "angles":
-            th = S(g["theta"])
-            out += [("inscribed_angle", th / 2, "integer", {}),
-                    ("chord_length", sp.simplify(2 * r * sp.sin(sp.rad(th) / 2)), "expression",
-                     {}),
-                    ("arc_length", sp.pi * r * th / 180, "expression", {})]
-        else:
-            out += [("tangent_length", sp.sqrt(S(g["d"]) ** 2 - r**2), "expression", {})]
-    elif c == "polygon":
-        n, s = S(g["n"]), S(g["s"])
-        out += [("interior_angle", 180 * (n - 2) / n, "number", {}),
-                ("exterior_angle_polygon", 360 / n, "number", {}),
-                ("interior_sum", 180 * (n - 2), "integer", {}),
-                ("polygon_perimeter", n * s, "integer", {})]
-        if n == 6:
-            out += [("hexagon_area", 3 * sp.sqrt(3) * s**2 / 2, "expression", {})]
-    elif c == "composite":
-        w, h = S(g["w"]), S(g["h"])
-        out += [("shaded_area", w * h - sp.pi * (h / 2) ** 2 / 2, "expression", {}),
-                ("rectangle_diagonal", sp.sqrt(w**2 + h**2), "expression", {})]
-    elif c == "parallel":
-        x = S(g["x"])
-        ans = 180 - x if mode == "co_interior" else x
-        out += [(f"{mode}_angle", ans, "integer", {})]
-        wrong = list(dict.fromkeys(v for v in (180 - x, x, abs(90 - x), x + 20, x - 20)
-                                   if v != ans and 0 < v < 180))
-        out += [("parallel_choice", ans, "choice", {"distractors": [int(v) for v in wrong[:3]]})]
-    elif c == "coordinate":
-        (ax, ay), (bx, by), (cx, cy) = (g[k] for k in "ABC")
-        out += [("coord_distance", sp.sqrt(S(bx - ax) ** 2 + S(by - ay) ** 2), "expression", {}),
-                ("midpoint_x", sp.Rational(ax + bx, 2), "number", {}),
-                ("slope", sp.Rational(by - ay, bx - ax), "expression", {}),
-                ("coord_area", sp.Rational(abs((bx - ax) * (cy - ay) - (cx - ax) * (by - ay)), 2),
-                 "number", {})]
-    elif c == "similar":
-        k = sp.nsimplify(g["c2"]) / S(g["c"])
-        out += [("scale_factor", k, "expression", {}),
-                ("similar_side", k * S(g["a"]), "expression", {})]
-    return out
+S = sp.Integer
+Given = dict[str, Any]
 
 
 def _format(value: sp.Expr, atype: AnswerType) -> str:
@@ -590,44 +558,156 @@ def _format(value: sp.Expr, atype: AnswerType) -> str:
     return sp.sstr(sp.nsimplify(value))
 
 
-def pose(scene: Scene, k: int) -> list[Task]:
-    """Up to ``k`` questions about ``scene`` with exact gold answers."""
-    spec = scene.spec
-    rng = np.random.default_rng(int(stable_id(scene.id, "pose"), 16))
-    phrasings = load_yaml("questions/geometry.yaml")
-    drafts = _questions(spec)
-    order = rng.permutation(len(drafts))
-    tasks: list[Task] = []
-    for i in order[:k]:
-        qtype, value, atype, facts = drafts[int(i)]
-        answer = _format(value, atype)
-        options_text = ""
-        if atype == "choice":
-            opts = [int(value)] + facts["distractors"]
-            perm = rng.permutation(len(opts))
-            options = {"ABCD"[j]: f"{opts[p]}°" for j, p in enumerate(perm)}
-            answer = next(L for L, v in options.items() if v == f"{int(value)}°")
-            facts = {**facts, "options": options}
-            options_text = "\n".join(f"{L}. {v}" for L, v in options.items())
-        pick = phrasings[qtype][int(rng.integers(len(phrasings[qtype])))]
-        question = render_string(pick, options_text=options_text, **_names(spec))
-        level = ("easy", "medium", "hard").index(scene.difficulty) + (atype == "expression")
-        tasks.append(Task(
-            id=f"geometry-{stable_id(scene.id, qtype)}",
-            scene=scene, task_type=f"geometry.{spec['construction']}.{qtype}",
-            question=question, answer=answer, answer_type=atype,
-            tolerance=0.01 if atype == "number" else 0.0,
-            difficulty=("easy", "medium", "hard")[min(level, 2)],
-            ops=("compute",),
-            facts={"op": qtype, **facts},
-        ))
-    return tasks
-
-
 def _names(spec: Spec) -> dict[str, Any]:
     names = list(spec["points"])
     return {"n": spec["given"].get("n"), "first": names[0], "second": names[1] if len(names) > 1
             else names[0]}
 
 
-FAMILY = Family(name="geometry", make_scene=make_scene, pose=pose)
+def _question(name: str, atype: AnswerType, construction: str, mode: str | None,
+              value: Callable[[Given], sp.Expr | None]) -> QuestionType:
+    """A question about one construction (and mode), its answer ``value(given)`` exactly."""
+
+    def draft(spec: Spec) -> Draft | None:
+        if spec["construction"] != construction or mode not in (None, spec.get("mode")):
+            return None
+        v = value(spec["given"])
+        if v is None:
+            return None
+        return Draft(answer=_format(v, atype), names=_names(spec))
+
+    return QuestionType(name, atype, ("compute",), draft, harder=atype == "expression")
+
+
+def _parallel_answer(g: Given, relation: str) -> sp.Expr:
+    x = S(g["x"])
+    return 180 - x if relation == "co_interior" else x
+
+
+def _parallel_choice(spec: Spec) -> Draft | None:
+    if spec["construction"] != "parallel":
+        return None
+    x = S(spec["given"]["x"])
+    ans = _parallel_answer(spec["given"], spec["mode"])
+    wrong = list(dict.fromkeys(v for v in (180 - x, x, abs(90 - x), x + 20, x - 20)
+                               if v != ans and 0 < v < 180))
+    distractors = [int(v) for v in wrong[:3]]
+    return Draft(answer=str(int(ans)), facts={"distractors": distractors}, names=_names(spec),
+                 choices=tuple(f"{v}°" for v in [int(ans), *distractors]))
+
+
+def _heron(g: Given) -> sp.Expr:
+    a, b, cc = S(g["a"]), S(g["b"]), S(g["c"])
+    s = (a + b + cc) / 2
+    return sp.sqrt(s * (s - a) * (s - b) * (s - cc))
+
+
+def _shoelace2(g: Given) -> int:
+    (ax, ay), (bx, by), (cx, cy) = (g[k] for k in "ABC")
+    return abs((bx - ax) * (cy - ay) - (cx - ax) * (by - ay))
+
+
+def _scale(g: Given) -> sp.Expr:
+    return sp.nsimplify(g["c2"]) / S(g["c"])
+
+
+# Per construction and mode, in the order drafts are made (the seeded order depends on it).
+QUESTIONS: dict[str, QuestionType] = {q.name: q for q in (
+    _question("hypotenuse", "expression", "right_triangle", "legs",
+              lambda g: sp.sqrt(S(g["a"]) ** 2 + S(g["b"]) ** 2)),
+    _question("right_area", "expression", "right_triangle", "legs",
+              lambda g: S(g["a"]) * S(g["b"]) / 2),
+    _question("tan_ratio", "expression", "right_triangle", "legs", lambda g: S(g["a"]) / S(g["b"])),
+    _question("right_perimeter", "expression", "right_triangle", "legs",
+              lambda g: S(g["a"]) + S(g["b"]) + sp.sqrt(S(g["a"]) ** 2 + S(g["b"]) ** 2)),
+    _question("missing_leg", "integer", "right_triangle", "leg_hyp",
+              lambda g: sp.sqrt(S(g["c"]) ** 2 - S(g["a"]) ** 2)),
+    _question("sin_ratio", "expression", "right_triangle", "leg_hyp",
+              lambda g: S(g["a"]) / S(g["c"])),
+    _question("angle_sum", "integer", "general_triangle", "angles",
+              lambda g: 180 - S(g["alpha"]) - S(g["beta"])),
+    _question("exterior_angle", "integer", "general_triangle", "angles",
+              lambda g: S(g["alpha"]) + S(g["beta"])),
+    _question("law_of_cosines", "expression", "general_triangle", "sas",
+              lambda g: sp.sqrt(sp.nsimplify(S(g["b"]) ** 2 + S(g["c"]) ** 2 - 2 * S(g["b"])
+                                             * S(g["c"]) * sp.cos(sp.rad(S(g["alpha"])))))),
+    _question("heron_area", "expression", "general_triangle", "sss", _heron),
+    _question("triangle_perimeter", "integer", "general_triangle", "sss",
+              lambda g: S(g["a"]) + S(g["b"]) + S(g["c"])),
+    _question("base_angle", "number", "isosceles", "isosceles", lambda g: (180 - S(g["apex"])) / 2),
+    _question("equilateral_area", "expression", "isosceles", "equilateral",
+              lambda g: sp.sqrt(3) * S(g["s"]) ** 2 / 4),
+    _question("equilateral_height", "expression", "isosceles", "equilateral",
+              lambda g: sp.sqrt(3) * S(g["s"]) / 2),
+    _question("circle_area", "expression", "circle", "radius", lambda g: sp.pi * S(g["r"]) ** 2),
+    _question("circumference", "expression", "circle", "radius", lambda g: 2 * sp.pi * S(g["r"])),
+    _question("circle_area_decimal", "number", "circle", "radius",
+              lambda g: sp.pi * S(g["r"]) ** 2),
+    _question("inscribed_angle", "integer", "circle", "angles", lambda g: S(g["theta"]) / 2),
+    _question("chord_length", "expression", "circle", "angles",
+              lambda g: sp.simplify(2 * S(g["r"]) * sp.sin(sp.rad(S(g["theta"])) / 2))),
+    _question("arc_length", "expression", "circle", "angles",
+              lambda g: sp.pi * S(g["r"]) * S(g["theta"]) / 180),
+    _question("tangent_length", "expression", "circle", "tangent",
+              lambda g: sp.sqrt(S(g["d"]) ** 2 - S(g["r"]) ** 2)),
+    _question("interior_angle", "number", "polygon", None,
+              lambda g: 180 * (S(g["n"]) - 2) / S(g["n"])),
+    _question("exterior_angle_polygon", "number", "polygon", None, lambda g: 360 / S(g["n"])),
+    _question("interior_sum", "integer", "polygon", None, lambda g: 180 * (S(g["n"]) - 2)),
+    _question("polygon_perimeter", "integer", "polygon", None, lambda g: S(g["n"]) * S(g["s"])),
+    _question("hexagon_area", "expression", "polygon", None,
+              lambda g: 3 * sp.sqrt(3) * S(g["s"]) ** 2 / 2 if g["n"] == 6 else None),
+    _question("shaded_area", "expression", "composite", None,
+              lambda g: S(g["w"]) * S(g["h"]) - sp.pi * (S(g["h"]) / 2) ** 2 / 2),
+    _question("rectangle_diagonal", "expression", "composite", None,
+              lambda g: sp.sqrt(S(g["w"]) ** 2 + S(g["h"]) ** 2)),
+    *(_question(f"{relation}_angle", "integer", "parallel", relation,
+                functools.partial(_parallel_answer, relation=relation))
+      for relation in ("alternate", "corresponding", "co_interior")),
+    QuestionType("parallel_choice", "choice", ("compute",), _parallel_choice),
+    _question("coord_distance", "expression", "coordinate", None,
+              lambda g: sp.sqrt(S(g["B"][0] - g["A"][0]) ** 2 + S(g["B"][1] - g["A"][1]) ** 2)),
+    _question("midpoint_x", "number", "coordinate", None,
+              lambda g: sp.Rational(g["A"][0] + g["B"][0], 2)),
+    _question("slope", "expression", "coordinate", None,
+              lambda g: sp.Rational(g["B"][1] - g["A"][1], g["B"][0] - g["A"][0])),
+    _question("coord_area", "number", "coordinate", None,
+              lambda g: sp.Rational(_shoelace2(g), 2)),
+    _question("scale_factor", "expression", "similar", None, _scale),
+    _question("similar_side", "expression", "similar", None, lambda g: _scale(g) * S(g["a"])),
+)}
+"""Every geometry question type; ``expression`` answers are one level harder than the figure."""
+
+_KIND_QUESTIONS: dict[str, tuple[str, ...]] = {
+    "right_triangle": ("hypotenuse", "right_area", "tan_ratio", "right_perimeter", "missing_leg",
+                       "sin_ratio"),
+    "general_triangle": ("angle_sum", "exterior_angle", "law_of_cosines", "heron_area",
+                         "triangle_perimeter"),
+    "isosceles": ("base_angle", "equilateral_area", "equilateral_height"),
+    "circle": ("circle_area", "circumference", "circle_area_decimal", "inscribed_angle",
+               "chord_length", "arc_length", "tangent_length"),
+    "polygon": ("interior_angle", "exterior_angle_polygon", "interior_sum", "polygon_perimeter",
+                "hexagon_area"),
+    "composite": ("shaded_area", "rectangle_diagonal"),
+    "parallel": ("alternate_angle", "corresponding_angle", "co_interior_angle",
+                 "parallel_choice"),
+    "coordinate": ("coord_distance", "midpoint_x", "slope", "coord_area"),
+    "similar": ("scale_factor", "similar_side"),
+}
+
+
+def pose(scene: Scene, k: int, only: Collection[str] | None = None) -> list[Task]:
+    """Up to ``k`` questions about ``scene`` with exact gold answers, in a seeded order."""
+    spec: Spec = scene.spec
+    rng = pose_rng(scene)
+    drafts = [(q, d) for name in _KIND_QUESTIONS[scene.kind]
+              if (q := QUESTIONS[name]) and (only is None or name in only)
+              and (d := q.draft(spec)) is not None]
+    poser = Poser("geometry", scene, rng)
+    for i in rng.permutation(len(drafts))[:k]:
+        poser.add(*drafts[int(i)])
+    return poser.tasks
+
+
+FAMILY = Family(name="geometry", kinds=_KIND_QUESTIONS, questions=QUESTIONS,
+                make_scene=make_scene, pose=pose)

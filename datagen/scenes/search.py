@@ -6,6 +6,9 @@ colour, a fill pattern and a short number printed on it. Nothing overlaps, so no
 occluded; every object's box is exact. Targets are unique by their description: no distractor
 shares a target's (shape, colour) or (shape, pattern). Encoded as JPEG (the sandbox contract's
 ``input_image.jpg`` is JPEG too, and a 4096-px PNG is several times larger and slower).
+
+A scene's kind is its background style. Adding a question type is one ``QuestionType`` in
+``QUESTIONS`` with its phrasings in ``templates/questions/search.yaml``.
 """
 
 from __future__ import annotations
@@ -13,22 +16,46 @@ from __future__ import annotations
 import functools
 import io
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Collection, Mapping
+from typing import Any, TypedDict
 
 import numpy as np
 from matplotlib import font_manager
 from PIL import Image, ImageDraw, ImageFont
 
-from datagen.records import AnswerType, Scene, Task, stable_id
-from datagen.scenes.base import Family
-from datagen.templates import load_yaml, render_string
+from datagen.records import Scene, Task, stable_id
+from datagen.scenes.base import Draft, Family, Poser, QuestionType, letter_options, pose_rng
+from datagen.templates import load_yaml
 
-__all__ = ["FAMILY", "make_scene", "pose", "render_scene"]
+__all__ = ["BACKGROUNDS", "FAMILY", "QUESTIONS", "SearchObject", "SearchSpec", "make_scene",
+           "make_spec", "pose", "render_scene"]
 
-Spec = dict[str, Any]
 Rng = np.random.Generator
 Box = list[int]
+
+
+class SearchObject(TypedDict, total=False):
+    """One object of a scene: a target or a distractor, with its exact box."""
+
+    role: str  # "target" or "distractor"
+    shape: str
+    color: str
+    pattern: str
+    text: str | None
+    box: Box
+
+
+class SearchSpec(TypedDict, total=False):
+    """A search scene: canvas size, background, every object, and the targets' size."""
+
+    size: list[int]
+    background: dict[str, Any]  # style, seed
+    objects: list[SearchObject]
+    target_area: float
+    target_side: int
+
+
+Spec = SearchSpec
 
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "hexagon")
 PATTERNS = ("solid", "striped", "dotted", "outline")
@@ -39,6 +66,7 @@ ICONS = ("house", "tree", "arrow", "glyph", "snippet")
 SIDES = (1024, 1536, 2048, 3072, 4096)
 ASPECTS = (1.0, 4 / 3, 3 / 2, 16 / 9, 2.0, 3.0)
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
+BACKGROUNDS = ("gradient", "noise", "bands", "tiles")
 JPEG_QUALITY = 90
 
 
@@ -81,7 +109,7 @@ def make_spec(rng: Rng, max_side: int = 4096, clutter: float = 1.0) -> Spec:
     size = _canvas(rng, max_side)
     area = size[0] * size[1]
     boxes: list[Box] = []
-    objects: list[dict[str, Any]] = []
+    objects: list[SearchObject] = []
     n_targets = int(rng.integers(1, 4))
     frac = float(10 ** rng.uniform(-4, -2))  # target area from 0.01 % to 1 % of the image
     target_side = max(24, int(math.sqrt(frac * area)))
@@ -113,7 +141,8 @@ def make_spec(rng: Rng, max_side: int = 4096, clutter: float = 1.0) -> Spec:
         side = int(target_side * rng.uniform(0.6, 2.5))
         if rng.random() < 0.25:
             kind = str(rng.choice(ICONS))
-            obj = {"role": "distractor", "shape": kind, "color": str(rng.choice(list(COLORS))),
+            obj: SearchObject = {"role": "distractor", "shape": kind,
+                                 "color": str(rng.choice(list(COLORS))),
                    "pattern": "solid", "text": _snippet(rng, kind)}
         else:
             while True:
@@ -132,7 +161,7 @@ def make_spec(rng: Rng, max_side: int = 4096, clutter: float = 1.0) -> Spec:
             objects.append(obj)
     return {
         "size": list(size),
-        "background": {"style": str(rng.choice(["gradient", "noise", "bands", "tiles"])),
+        "background": {"style": str(rng.choice(list(BACKGROUNDS))),
                        "seed": int(rng.integers(2**31))},
         "objects": objects,
         "target_area": round(frac, 6),
@@ -216,7 +245,7 @@ def _shape_points(shape: str, s: int) -> list[tuple[float, float]]:
     return [(1, 1), (s - 1, 1), (s - 1, s - 1), (1, s - 1)]  # square
 
 
-def _tile(obj: dict[str, Any]) -> tuple[Image.Image, Image.Image]:
+def _tile(obj: SearchObject) -> tuple[Image.Image, Image.Image]:
     """The object's pixels and its mask, at its box size."""
     x0, y0, x1, y1 = obj["box"]
     s = x1 - x0
@@ -285,16 +314,31 @@ def make_scene(index: int, seed: int, options: Mapping[str, Any] | None = None) 
     return Scene(id=f"search-{stable_id('search', seed, index, opts.get('max_side', 4096))}",
                  family="search", kind=spec["background"]["style"], seed=index,
                  image=encode(render_scene(spec)), spec=spec,
-                 difficulty=("easy", "medium", "hard", "hard")[level])
+                 difficulty=("easy", "medium", "hard", "hard")[level],
+                 target_area=spec["target_area"])
 
 
 # ---------------------------------------------------------------------------------------------
-# Questions
+# Questions: drafted for every type in the order of QUESTIONS (their draws are seeded in that
+# order), about one target picked for the scene; then a seeded choice of them is posed.
 
-Draft = tuple[str, str, AnswerType, dict[str, Any]]  # (qtype, answer, type, facts)
+
+class SearchFacts(TypedDict, total=False):
+    """What a search question is about (read by the scripted teacher)."""
+
+    op: str
+    attr: str
+    target: SearchObject
+    other: SearchObject
+    color: str
+    shape: str
+    pattern: str
+    matches: list[Box]  # count: every box of the asked class
+    candidates: list[Box]  # exists/no: every object of the asked shape
+    options: dict[str, str]
 
 
-def _describe(obj: dict[str, Any], without: str | None = None) -> str:
+def _describe(obj: SearchObject, without: str | None = None) -> str:
     parts = [] if without == "pattern" else [obj["pattern"]]
     if without != "color":
         parts.append(obj["color"])
@@ -313,90 +357,106 @@ def _choice(rng: Rng, answer: str, domain: list[str], k: int = 4) -> tuple[str, 
     others = [d for d in domain if d != answer]
     picks = [answer] + [others[i] for i in rng.choice(len(others), size=min(k - 1, len(others)),
                                                       replace=False)]
-    order = rng.permutation(len(picks))
-    options = {"ABCD"[i]: picks[j] for i, j in enumerate(order)}
-    return next(L for L, v in options.items() if v == answer), options
+    return letter_options(rng, picks)
 
 
-def _drafts(spec: Spec, rng: Rng) -> list[Draft]:
-    objs = spec["objects"]
-    targets = [o for o in objs if o["role"] == "target"]
-    out: list[Draft] = []
-    t = targets[int(rng.integers(len(targets)))]
+def _draft(answer: str, facts: SearchFacts, options: dict[str, str] | None = None,
+           grounding: list[Box] | tuple[Box, ...] = ()) -> Draft:
+    """A search draft: the facts, and the names every search phrasing may use."""
+    t, other = facts.get("target"), facts.get("other")
+    names = {"attr": facts.get("attr"), "color": facts.get("color"),
+             "shape": facts.get("shape"), "pattern": facts.get("pattern"),
+             "target": _describe(t, facts.get("attr", "text")) if t else "",
+             "full": _describe(t) if t else "", "other": _describe(other) if other else ""}
+    return Draft(answer=answer, facts=facts, names=names, options=options,
+                 grounding=tuple(tuple(b) for b in grounding))  # type: ignore[misc]
+
+
+def _q_attribute(spec: Spec, rng: Rng, t: SearchObject) -> Draft | None:
     attr = str(rng.choice(["color", "shape", "pattern"]))
     domain = {"color": list(COLORS), "shape": list(SHAPES), "pattern": list(PATTERNS)}[attr]
-    letter, options = _choice(rng, t[attr], domain)
-    out.append(("attribute", letter, "choice", {"attr": attr, "target": t, "options": options,
-                                                "grounding": [t["box"]]}))
-    out.append(("read_text", t["text"], "integer", {"target": t, "grounding": [t["box"]]}))
-    quad = _quadrant(spec, t["box"])
-    letter, options = _choice(rng, quad, list(QUADRANTS))
-    out.append(("position", letter, "choice", {"target": t, "options": dict(sorted(
-        options.items())), "grounding": [t["box"]]}))
-    if len(targets) >= 2:
-        a, b = targets[0], targets[1]
-        dx = (a["box"][0] + a["box"][2]) / 2 - (b["box"][0] + b["box"][2]) / 2
-        dy = (a["box"][1] + a["box"][3]) / 2 - (b["box"][1] + b["box"][3]) / 2
-        if abs(dx) >= abs(dy):
-            rel, opts = ("left" if dx < 0 else "right"), {"A": "left", "B": "right"}
-        else:
-            rel, opts = ("above" if dy < 0 else "below"), {"A": "above", "B": "below"}
-        letter = next(L for L, v in opts.items() if v == rel)
-        out.append(("relation", letter, "choice", {"target": a, "other": b, "options": opts,
-                                                   "grounding": [a["box"], b["box"]]}))
-    # Counting: a (colour, shape) class of plain shapes with 1–9 members.
+    letter, options = _choice(rng, t[attr], domain)  # type: ignore[literal-required]
+    return _draft(letter, {"attr": attr, "target": t}, options, [t["box"]])
+
+
+def _q_read_text(spec: Spec, rng: Rng, t: SearchObject) -> Draft | None:
+    return _draft(str(t["text"]), {"target": t}, None, [t["box"]])
+
+
+def _q_position(spec: Spec, rng: Rng, t: SearchObject) -> Draft | None:
+    letter, options = _choice(rng, _quadrant(spec, t["box"]), list(QUADRANTS))
+    return _draft(letter, {"target": t}, options, [t["box"]])
+
+
+def _q_relation(spec: Spec, rng: Rng, t: SearchObject) -> Draft | None:
+    targets = [o for o in spec["objects"] if o["role"] == "target"]
+    if len(targets) < 2:
+        return None
+    a, b = targets[0], targets[1]
+    dx = (a["box"][0] + a["box"][2]) / 2 - (b["box"][0] + b["box"][2]) / 2
+    dy = (a["box"][1] + a["box"][3]) / 2 - (b["box"][1] + b["box"][3]) / 2
+    if abs(dx) >= abs(dy):
+        rel, opts = ("left" if dx < 0 else "right"), {"A": "left", "B": "right"}
+    else:
+        rel, opts = ("above" if dy < 0 else "below"), {"A": "above", "B": "below"}
+    letter = next(L for L, v in opts.items() if v == rel)
+    return _draft(letter, {"target": a, "other": b}, opts, [a["box"], b["box"]])
+
+
+def _q_count(spec: Spec, rng: Rng, t: SearchObject) -> Draft | None:
+    # A (colour, shape) class of plain shapes with 1–9 members.
     classes: dict[tuple[str, str], list[Box]] = {}
-    for o in objs:
+    for o in spec["objects"]:
         if o["shape"] in SHAPES:
             classes.setdefault((o["color"], o["shape"]), []).append(o["box"])
     countable = sorted(k for k, v in classes.items() if 1 <= len(v) <= 9)
-    if countable:
-        colour, shape = countable[int(rng.integers(len(countable)))]
-        out.append(("count", str(len(classes[(colour, shape)])), "integer",
-                    {"color": colour, "shape": shape, "matches": classes[(colour, shape)],
-                     "grounding": classes[(colour, shape)]}))
-    # Existence: half yes (a target), half no (a combination nobody has).
+    if not countable:
+        return None
+    colour, shape = countable[int(rng.integers(len(countable)))]
+    boxes = classes[(colour, shape)]
+    return _draft(str(len(boxes)), {"color": colour, "shape": shape, "matches": boxes}, None,
+                  boxes)
+
+
+def _q_exists(spec: Spec, rng: Rng, t: SearchObject) -> Draft | None:
+    # Half yes (a target), half no (a combination nobody has).
     if rng.random() < 0.5:
-        out.append(("exists", "yes", "yesno", {"color": t["color"], "shape": t["shape"],
-                                              "pattern": t["pattern"], "target": t,
-                                              "grounding": [t["box"]]}))
-    else:
-        present = {(o["color"], o["shape"], o["pattern"]) for o in objs}
-        absent = [(c, s, p) for s in SHAPES for c in COLORS for p in PATTERNS
-                  if (c, s, p) not in present]
-        c, s, p = absent[int(rng.integers(len(absent)))]
-        cands = [o["box"] for o in objs if o["shape"] == s]
-        out.append(("exists", "no", "yesno", {"color": c, "shape": s, "pattern": p,
-                                             "candidates": cands, "grounding": []}))
-    return out
+        return _draft("yes", {"color": t["color"], "shape": t["shape"], "pattern": t["pattern"],
+                              "target": t}, None, [t["box"]])
+    present = {(o["color"], o["shape"], o["pattern"]) for o in spec["objects"]}
+    absent = [(c, s, p) for s in SHAPES for c in COLORS for p in PATTERNS
+              if (c, s, p) not in present]
+    c, s, p = absent[int(rng.integers(len(absent)))]
+    cands = [o["box"] for o in spec["objects"] if o["shape"] == s]
+    return _draft("no", {"color": c, "shape": s, "pattern": p, "candidates": cands})
 
 
-def pose(scene: Scene, k: int) -> list[Task]:
-    """Up to ``k`` questions about ``scene``; the boxes a trace must show ride in ``facts``."""
-    spec = scene.spec
-    rng = np.random.default_rng(int(stable_id(scene.id, "pose"), 16))
-    phrasings = load_yaml("questions/search.yaml")
-    drafts = _drafts(spec, rng)
-    tasks: list[Task] = []
+_LOOK = ("crop", "zoom")
+# The order is part of the seed: drafts are made, and draw, in this order.
+QUESTIONS: dict[str, QuestionType] = {q.name: q for q in (
+    QuestionType("attribute", "choice", _LOOK, _q_attribute),
+    QuestionType("read_text", "integer", _LOOK, _q_read_text),
+    QuestionType("position", "choice", _LOOK, _q_position),
+    QuestionType("relation", "choice", _LOOK, _q_relation, harder=True),
+    QuestionType("count", "integer", ("draw_box", "count"), _q_count, harder=True),
+    QuestionType("exists", "yesno", _LOOK, _q_exists),
+)}
+"""Every search question type; counting and relations are one level harder than the scene."""
+
+
+def pose(scene: Scene, k: int, only: Collection[str] | None = None) -> list[Task]:
+    """Up to ``k`` questions about ``scene``; the boxes a trace must show ride in ``grounding``."""
+    spec: Spec = scene.spec
+    rng = pose_rng(scene)
+    targets = [o for o in spec["objects"] if o["role"] == "target"]
+    t = targets[int(rng.integers(len(targets)))]
+    drafts = [(q, d) for q in QUESTIONS.values() if only is None or q.name in only
+              if (d := q.draft(spec, rng, t)) is not None]
+    poser = Poser("search", scene, rng, typed_by_kind=False)
     for i in rng.permutation(len(drafts))[:k]:
-        qtype, answer, atype, facts = drafts[int(i)]
-        t, other = facts.get("target"), facts.get("other")
-        ctx = {"attr": facts.get("attr"), "color": facts.get("color"),
-               "shape": facts.get("shape"), "pattern": facts.get("pattern"),
-               "target": _describe(t, facts.get("attr", "text")) if t else "",
-               "full": _describe(t) if t else "", "other": _describe(other) if other else "",
-               "options_text": "\n".join(f"{L}. {v}" for L, v in facts.get("options", {}).items())}
-        pick = phrasings[qtype][int(rng.integers(len(phrasings[qtype])))]
-        level = ("easy", "medium", "hard").index(scene.difficulty) + (qtype in ("count",
-                                                                                "relation"))
-        tasks.append(Task(
-            id=f"search-{stable_id(scene.id, qtype)}", scene=scene,
-            task_type=f"search.{qtype}", question=render_string(pick, **ctx), answer=answer,
-            answer_type=atype, tolerance=0.0, difficulty=("easy", "medium", "hard")[min(level, 2)],
-            ops=("crop", "zoom") if qtype != "count" else ("draw_box", "count"),
-            facts={"op": qtype, **facts},
-        ))
-    return tasks
+        poser.add(*drafts[int(i)])
+    return poser.tasks
 
 
-FAMILY = Family(name="search", make_scene=make_scene, pose=pose)
+FAMILY = Family(name="search", kinds={b: tuple(QUESTIONS) for b in BACKGROUNDS},
+                questions=QUESTIONS, make_scene=make_scene, pose=pose)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from datagen.errors import UsageError
-from datagen.scenes.chart import KINDS, make_scene, pose, question_types, render_chart
+from datagen.scenes.chart import KIND_BY_NAME, KINDS, make_scene, pose, render_chart
 from datagen.scenes.registry import get_family
 
 SCENES = [make_scene(i, 7) for i in range(40)]
@@ -80,8 +80,8 @@ def test_phrasings_vary_and_questions_are_distinct_per_scene() -> None:
 
 
 def test_pie_asks_no_trivia_and_scatter_has_its_own_types() -> None:
-    assert "sum" not in question_types("pie")
-    assert set(question_types("scatter")) >= {"scatter_count", "scatter_count_above"}
+    assert "sum" not in KIND_BY_NAME["pie"].questions
+    assert set(KIND_BY_NAME["scatter"].questions) >= {"scatter_count", "scatter_count_above"}
 
 
 def test_unknown_family_is_a_usage_error() -> None:

@@ -52,7 +52,7 @@ def test_gold_answers_recomputed_from_the_spec() -> None:
             seen[op] += 1
             if op == "count":
                 n = len([o for o in objs if o["color"] == f["color"] and o["shape"] == f["shape"]])
-                assert int(task.answer) == n == len(f["grounding"])
+                assert int(task.answer) == n == len(task.grounding)
             elif op == "attribute":
                 assert f["options"][task.answer] == f["target"][f["attr"]]
             elif op == "read_text":

@@ -42,7 +42,7 @@ def test_traces_verify_and_their_crops_contain_the_targets(sandbox: Sandbox) -> 
         verdict = verify_trajectory(traj, 6)
         verdicts[verdict.reason] += 1
         styles.add(traj.style)
-        if task.facts["grounding"]:
+        if task.grounding:
             assert claimed_regions(traj), task.task_type
     assert styles >= {"zoom", "coarse_fine", "count", "absent"}
     assert verdicts["verified"] == sum(verdicts.values()), verdicts

@@ -12,16 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from datagen.records import Step, Task, Turn
+from datagen.scenes.chart import KIND_BY_NAME
 from datagen.teachers.scripted.base import Say, answer_from_output, task_rng
 from datagen.templates import load_yaml, render, render_string
 
 __all__ = ["ChartScript"]
 
-_MEASURE_TEMPLATE = {
-    "vbar": "measure_vbars", "grouped": "measure_vbars", "stacked": "measure_vbars",
-    "hbar": "measure_hbars", "line": "measure_line", "pie": "measure_pie",
-    "scatter": "measure_scatter",
-}
+# Questions over the chart's data table: a labelled chart can be read instead of measured.
 _TABLE_OPS = {"value", "max", "min", "difference", "sum", "mean", "percentage", "ratio", "range",
               "trend", "compare", "count_above", "choice"}
 
@@ -83,7 +80,7 @@ class ChartScript:
             ]
         kind = spec["kind"]
         first = Step(think=self._measure_think(task, say), code=render(
-            f"code/chart_{_MEASURE_TEMPLATE[kind]}.py.j2", categories=spec["categories"],
+            f"code/chart_{KIND_BY_NAME[kind].measure}.py.j2", categories=spec["categories"],
             colours=_colours(spec), step=spec["step"], ticks=spec["ticks"]))
         after = "after_points" if kind == "scatter" else "after_measure"
         return [first, Step(think=say(after, op_text=op_text), code=compute)]
@@ -118,9 +115,8 @@ class ChartScript:
         kind = spec["kind"]
         names = (spec["slice_color_names"] if kind == "pie"
                  else [s["color_name"] for s in spec["series"]])
-        key = {"line": "measure_line", "pie": "measure_pie", "scatter": "measure_scatter"}
         return say(
-            key.get(kind, "measure_bars"),
+            KIND_BY_NAME[kind].think,
             ticks_text=", ".join(str(t) for t in spec["ticks"]),
             colour_text=" and ".join(names) if len(names) < 3
             else ", ".join(names[:-1]) + " and " + names[-1],
