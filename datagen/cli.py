@@ -163,7 +163,7 @@ def build(
     from datagen.config import BuildConfig
     from datagen.errors import UsageError
     from datagen.pipeline.shards import prepare_output
-    from datagen.release.publish import check_sources
+    from datagen.release.select import check_sources
 
     p = _with_config_file(ctx, config) if config is not None else dict(ctx.params)
     run_opts = {k: p.pop(k) for k in ("runner", "address", "quiet", "json_out")}
@@ -229,7 +229,7 @@ def _progress(cfg: Any, show: bool, runner: str) -> contextlib.AbstractContextMa
     """
     if not show:
         return contextlib.nullcontext()
-    from datagen.pipeline.progress import BuildProgress
+    from datagen.run.progress import BuildProgress
     from flows.shard_pool import running_shards
 
     running = (lambda: running_shards(cfg)) if runner == "local" else None
@@ -386,7 +386,7 @@ def stats(
 ) -> None:
     """Print the set's tables (task mix, difficulty, funnel, ...) and write its plots."""
     from datagen.inspect.stats import plot_summary, summarize, summary_tables
-    from datagen.release.published import open_published
+    from datagen.reader import open_published
 
     published = open_published(path, split)
     summary = summarize(published)
@@ -413,7 +413,7 @@ def verify(
 
     from datagen.check.verify import reverify, verify_sandbox
     from datagen.errors import RunError
-    from datagen.release.published import open_published
+    from datagen.reader import open_published
 
     published = open_published(path, "sft")
     with verify_sandbox(cell_timeout, allow_process_mode) as sandbox, \

@@ -1,16 +1,26 @@
 """The chat text of a trajectory: system prompt, user turn, assistant turns and observations.
 
 One formatter for everyone: the SFT rows, the RL prompts and the code tool of the RL rollouts
-all produce their text here, so what a model is trained on is what it later sees.
+all produce their text here, so what a model is trained on is what it later sees. Its inverse,
+``parse_reply``, reads a model's reply (or a published assistant turn) back into a step.
 """
 
 from __future__ import annotations
 
+import json
+import re
+
+from datagen.check.matcher import extract_answer
 from datagen.records import Step, Trajectory
 from datagen.sandbox import CellResult
 from datagen.templates import render
 
-__all__ = ["assistant_text", "observation_text", "sft_messages", "system_prompt", "user_text"]
+__all__ = ["assistant_text", "observation_text", "parse_reply", "sft_messages", "system_prompt",
+           "user_text"]
+
+_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL | re.IGNORECASE)
+_CODE = re.compile(r"<code>\s*```(?:python|py)?[ \t]*\n(.*?)```\s*</code>", re.DOTALL | re.I)
+_TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL | re.IGNORECASE)
 
 
 def system_prompt() -> str:
@@ -54,3 +64,28 @@ def sft_messages(traj: Trajectory) -> tuple[list[dict[str, str]], list[bytes]]:
             messages.append({"role": "user", "content": observation_text(turn.result)})
             images.extend(turn.result.images)
     return messages, images
+
+
+def _tool_call_code(text: str) -> str | None:
+    for blob in _TOOL_CALL.findall(text):
+        try:
+            call = json.loads(blob)
+            args = call.get("arguments", {})
+            args = json.loads(args) if isinstance(args, str) else args
+        except (ValueError, AttributeError):
+            continue
+        if call.get("name") == "execute_python_code" and isinstance(args.get("code"), str):
+            return args["code"]
+    return None
+
+
+def parse_reply(text: str) -> Step:
+    """The step in a reply (``format_output``); the raw text is kept whatever it holds."""
+    think = _THINK.search(text)
+    code_m = _CODE.search(text)
+    code = code_m.group(1).rstrip("\n") if code_m else _tool_call_code(text)
+    answer = extract_answer(text)
+    if code is not None and answer is not None:
+        code = answer = None  # an answer before seeing the code's output: not a usable step
+    return Step(think=think.group(1).strip() if think else "", code=code, answer=answer,
+                raw=text)

@@ -42,9 +42,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from datagen.config import BuildConfig
 from datagen.errors import DatagenError, RunError, UsageError
 from datagen.paths import prefect_results_dir
-from datagen.pipeline.run_summary import RunFacts, render_run_summary
 from datagen.pipeline.shards import ShardSummary, completed_shards
-from datagen.release.publish import PublishReport, publish, shards_to_build
+from datagen.release.publish import PublishReport, publish
+from datagen.release.select import shards_to_build
+from datagen.run.summary import RunFacts, render_run_summary
 from datagen.teachers.base import BudgetSpent
 from datagen.teachers.chat_api import spent
 from flows.shard_pool import (

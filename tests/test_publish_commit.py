@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 import datagen.release.publish as publish
+import datagen.release.stage as stage
 from datagen.config import BuildConfig
 from datagen.pipeline.shards import ShardSummary, prepare_output, run_shard
 from tests.releases import whole_release
 
-# publish._commit's steps, in order; the data swap comes after the third.
+# stage.commit's steps, in order; the data swap comes after the third.
 _STEPS = ("staged", "cleared", "bridged", "swapped", "carded")
 
 
@@ -64,7 +65,7 @@ def test_a_republish_stopped_at_any_step_leaves_the_old_or_the_new_release(
         def stop(name: str, step: str = step) -> None:
             if name == step:
                 raise _Stop
-        monkeypatch.setattr(publish, "_checkpoint", stop)
+        monkeypatch.setattr(stage, "_checkpoint", stop)
         with pytest.raises(_Stop):
             publish.publish(_cfg(out, 5), shards)
         monkeypatch.undo()
@@ -99,7 +100,7 @@ def test_the_data_folder_is_exchanged_in_one_step(tmp_path: Path,
         raise AssertionError("renamed, not exchanged")
 
     monkeypatch.setattr(os, "replace", no_rename)
-    publish._swap_in(new, target)
+    stage._swap_in(new, target)
     monkeypatch.undo()
     assert [p.name for p in target.iterdir()] == ["b"]
     assert [p.name for p in new.iterdir()] == ["a"]  # the old data, deleted with the stage
@@ -107,11 +108,11 @@ def test_the_data_folder_is_exchanged_in_one_step(tmp_path: Path,
 
 def test_without_an_exchange_the_data_folder_is_renamed(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(publish, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(stage, "_exchange", lambda a, b: False)
     new, target = _folder(tmp_path / "new", "b"), _folder(tmp_path / "data", "a")
-    publish._swap_in(new, target)
+    stage._swap_in(new, target)
     assert [p.name for p in target.iterdir()] == ["b"]
     assert [p.name for p in new.iterdir()] == ["a"]
     first = _folder(tmp_path / "first", "c")
-    publish._swap_in(first, tmp_path / "fresh")
+    stage._swap_in(first, tmp_path / "fresh")
     assert [p.name for p in (tmp_path / "fresh").iterdir()] == ["c"] and not first.exists()

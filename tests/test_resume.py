@@ -34,10 +34,11 @@ _N_BEFORE = 16  # rows of the release a `--resume --n 24` republishes over
 
 # Runs `datagen` and SIGKILLs itself at DATAGEN_KILL_AT inside publish: a file name (just before
 # publish first writes a file of that name, all of them into its staging folder) or a step of
-# publish._commit (at its ``_checkpoint``).
+# stage.commit (at its ``_checkpoint``).
 _DRIVER = '''
 import os, signal, sys
 import datagen.release.publish as publish
+import datagen.release.stage as stage
 
 point = os.environ["DATAGEN_KILL_AT"]
 
@@ -50,12 +51,12 @@ if "." in point:
         if path.name == point:
             die()
         real_write(path, text)
-    publish.write_text = write_text
+    publish.write_text = stage.write_text = write_text
 else:
     def checkpoint(step):
         if step == point:
             die()
-    publish._checkpoint = checkpoint
+    stage._checkpoint = checkpoint
 
 from datagen.cli import main
 sys.argv = ["datagen", *sys.argv[1:]]

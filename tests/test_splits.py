@@ -17,7 +17,8 @@ from PIL import Image
 
 from datagen.config import BuildConfig
 from datagen.pipeline.shards import ShardSummary, completed_shards, prepare_output, run_shard
-from datagen.release.publish import publish, shards_to_build
+from datagen.release.publish import publish
+from datagen.release.select import shards_to_build
 
 
 def _build(cfg: BuildConfig) -> list[ShardSummary]:

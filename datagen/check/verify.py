@@ -39,11 +39,10 @@ from PIL import Image
 
 from datagen.check.matcher import extract_answer, match, matcher_name
 from datagen.errors import UsageError
-from datagen.messages import observation_text
+from datagen.messages import observation_text, parse_reply
+from datagen.reader import PublishedSet, row_images, row_tolerance
 from datagen.records import Box, Trajectory
-from datagen.release.published import PublishedSet, row_images, row_tolerance
 from datagen.sandbox import Sandbox
-from datagen.teachers.openai_teacher import parse_reply
 
 __all__ = ["IMAGE_HASH_DISTANCE", "Mismatch", "RowCheck", "Verdict", "VerifyReport",
            "claimed_regions", "grounding_problem", "reverify", "reverify_row", "verify_sandbox",

@@ -24,7 +24,8 @@ from PIL import Image
 from datagen.atomic import write_text
 from datagen.check.matcher import extract_answer, match
 from datagen.errors import UsageError
-from datagen.release.published import PublishedSet, open_published, row_images, row_tolerance
+from datagen.messages import parse_reply
+from datagen.reader import PublishedSet, open_published, row_images, row_tolerance
 from datagen.templates import render
 
 __all__ = ["MAX_SIDE", "PreviewReport", "write_preview"]
@@ -83,8 +84,6 @@ def _turns(messages: list[dict[str, str]], images: list[bytes] | None) -> list[d
     ``images`` are the row's images after the input one, in order (None: a reject, whose
     images were not kept).
     """
-    from datagen.teachers.openai_teacher import parse_reply
-
     turns: list[dict[str, Any]] = []
     pending = list(images or [])
     for m in messages[2:]:

@@ -25,7 +25,7 @@ from PIL import Image
 from rich.table import Table
 
 from datagen.atomic import atomic_path
-from datagen.release.published import PublishedSet, open_published, row_images
+from datagen.reader import PublishedSet, open_published, row_images
 
 __all__ = ["FUNNEL", "SetSummary", "plot_summary", "summarize", "summary_tables", "write_plots"]
 

@@ -3,8 +3,8 @@
 ``format_input`` and ``format_output`` are kept apart (as in distilabel): ``request_messages``
 turns the task and the turns so far into a chat request (the system prompt, the image as a
 base64 data URL with the question, then each past reply verbatim and its observation with the
-images the code showed in place of their ``<image>`` tokens); ``parse_reply`` reads the think
-text, the code cell (``<code>```python …```</code>``, or a ``<tool_call>`` to
+images the code showed in place of their ``<image>`` tokens); ``messages.parse_reply`` reads the
+think text, the code cell (``<code>```python …```</code>``, or a ``<tool_call>`` to
 ``execute_python_code``) or the ``<answer>`` out of the reply and keeps the raw text, so the SFT
 row shows exactly what the model wrote. A reply with neither code nor answer (or both) has no
 usable step: verification rejects it as ``format``.
@@ -16,28 +16,22 @@ from __future__ import annotations
 
 import base64
 import copy
-import json
 import os
-import re
 from collections.abc import Sequence
 from typing import Any
 
-from datagen.check.matcher import extract_answer
 from datagen.config import BuildConfig
 from datagen.errors import UsageError
-from datagen.messages import observation_text, system_prompt
+from datagen.messages import observation_text, parse_reply, system_prompt
 from datagen.paths import cache_dir
 from datagen.records import Step, Task, Turn, stable_id
 from datagen.teachers.base import Teacher, TeacherFailure, Usage
 from datagen.teachers.chat_api import ChatAPI, Ledger, ResponseCache, chat_api
 from datagen.templates import render
 
-__all__ = ["MAX_TOKENS", "OpenAITeacher", "data_url", "parse_reply", "request_messages"]
+__all__ = ["MAX_TOKENS", "OpenAITeacher", "data_url", "request_messages"]
 
 MAX_TOKENS = 2048
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL | re.IGNORECASE)
-_CODE = re.compile(r"<code>\s*```(?:python|py)?[ \t]*\n(.*?)```\s*</code>", re.DOTALL | re.I)
-_TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL | re.IGNORECASE)
 
 
 def data_url(image: bytes) -> dict[str, Any]:
@@ -75,31 +69,6 @@ def request_messages(task: Task, history: Sequence[Turn], last_turn: bool) -> li
     if last_turn:
         messages[-1]["content"].append({"type": "text", "text": render("llm_last_turn.j2")})
     return messages
-
-
-def _tool_call_code(text: str) -> str | None:
-    for blob in _TOOL_CALL.findall(text):
-        try:
-            call = json.loads(blob)
-            args = call.get("arguments", {})
-            args = json.loads(args) if isinstance(args, str) else args
-        except (ValueError, AttributeError):
-            continue
-        if call.get("name") == "execute_python_code" and isinstance(args.get("code"), str):
-            return args["code"]
-    return None
-
-
-def parse_reply(text: str) -> Step:
-    """The step in a reply (``format_output``); the raw text is kept whatever it holds."""
-    think = _THINK.search(text)
-    code_m = _CODE.search(text)
-    code = code_m.group(1).rstrip("\n") if code_m else _tool_call_code(text)
-    answer = extract_answer(text)
-    if code is not None and answer is not None:
-        code = answer = None  # an answer before seeing the code's output: not a usable step
-    return Step(think=think.group(1).strip() if think else "", code=code, answer=answer,
-                raw=text)
 
 
 class OpenAITeacher:

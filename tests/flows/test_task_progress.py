@@ -19,11 +19,11 @@ import pytest
 from rich.console import Console
 
 from datagen.config import BuildConfig
-from datagen.pipeline.progress import BuildProgress, eta_text
 from datagen.pipeline.shards import TaskEvent, completed_shards, prepare_output, run_shard
 from datagen.pipeline.task_board import RunningShard, TaskBoard
 from datagen.records import Task
-from datagen.release.publish import shards_to_build
+from datagen.release.select import shards_to_build
+from datagen.run.progress import BuildProgress, eta_text
 from datagen.sandbox import forkserver_context
 from datagen.scenes.registry import get_family
 from flows.shard_pool import run_pooled_shard, running_shards, shard_pool

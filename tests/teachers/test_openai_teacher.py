@@ -21,11 +21,11 @@ import pytest
 
 from datagen.config import BuildConfig
 from datagen.errors import RunError
+from datagen.messages import parse_reply
 from datagen.pipeline.shards import prepare_output, run_shard, shard_files
 from datagen.records import Task
 from datagen.scenes.registry import get_family
 from datagen.teachers import chat_api
-from datagen.teachers.openai_teacher import parse_reply
 from tests.openai_server import FakeOpenAI, Reply, last_user_text
 
 KEY = "sk-test-123"

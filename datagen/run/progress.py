@@ -35,7 +35,7 @@ from rich.progress import (
 from datagen.config import BuildConfig
 from datagen.pipeline.shards import MarkerCache, ShardSummary, completed_shards
 from datagen.pipeline.task_board import RunningShard
-from datagen.release.publish import count_publishable, shards_to_build
+from datagen.release.select import count_publishable, shards_to_build
 
 __all__ = ["BuildProgress", "BuildTally", "ShardCounts", "eta_text", "shard_counts"]
 

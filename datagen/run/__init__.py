@@ -1,0 +1,1 @@
+"""A build run as people watch it: the live progress bar and the run summary page."""
