@@ -86,7 +86,7 @@ def _convert(rows: list[dict[str, Any]], features: datasets.Features, to: Target
 
 def _write(src: Path, dst: Path, to: Target, config: str, binary_images: bool) -> int:
     """Convert one parquet file batch by batch; returns its row count."""
-    reader = pq.ParquetFile(src, pre_buffer=False)  # no read-ahead of all images (published.py)
+    reader = pq.ParquetFile(src, pre_buffer=False)  # no read-ahead of all images (reader.py)
     features = _features(reader.schema_arrow)
     writer: pq.ParquetWriter | None = None
     rows = 0
