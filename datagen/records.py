@@ -20,6 +20,7 @@ from datagen.sandbox import CellResult
 __all__ = [
     "AnswerType",
     "Box",
+    "Percept",
     "Scene",
     "Task",
     "Step",
@@ -80,18 +81,36 @@ class Task:
         return self.task_type.rsplit(".", 1)[-1]
 
 
+@dataclass(frozen=True, slots=True)
+class Percept:
+    """One noisy look of the scripted teacher at an image it was shown.
+
+    ``kind`` says what was looked at (``region``, ``point``, ``colour``, ``count``);
+    ``estimate`` is what the teacher took away (the literal its code may use), ``truth`` what
+    the renderer knows. Verification requires them to differ where the noise model says they
+    should (``exact`` False): a look that returns the truth is the renderer talking.
+    """
+
+    kind: str
+    estimate: Any
+    truth: Any
+    exact: bool = False
+
+
 @dataclass(slots=True)
 class Step:
     """One assistant turn: think text, then either a code cell or the final answer.
 
     ``raw`` is the reply exactly as an LLM teacher wrote it (the SFT row shows it verbatim);
-    None for teachers whose text is rendered from the parts (the scripted one).
+    None for teachers whose text is rendered from the parts (the scripted one). ``percepts``
+    are the scripted teacher's looks behind this step (see ``Percept``).
     """
 
     think: str
     code: str | None = None
     answer: str | None = None
     raw: str | None = None
+    percepts: tuple[Percept, ...] = ()
 
 
 @dataclass(slots=True)
@@ -144,6 +163,12 @@ SFT_FEATURES = datasets.Features(
             "cells": datasets.List(_CELL),
             "predicted": datasets.Value("string"),
             "matcher": datasets.Value("string"),
+            # check.grounding's outcomes: "pass", or "na" where a check does not apply.
+            "grounding": {
+                "provenance": datasets.Value("string"),
+                "twin": datasets.Value("string"),
+                "jitter": datasets.Value("string"),
+            },
         },
         "teacher": datasets.Value("string"),
         "style": datasets.Value("string"),

@@ -37,12 +37,14 @@ from typing import Any
 import imagehash
 from PIL import Image
 
+from datagen.check.grounding import Grounding, check_grounding
 from datagen.check.matcher import extract_answer, match, matcher_name
 from datagen.errors import UsageError
 from datagen.messages import observation_text, parse_reply
 from datagen.reader import PublishedSet, row_images, row_tolerance
 from datagen.records import Box, Trajectory
 from datagen.sandbox import Sandbox
+from datagen.scenes.registry import get_family
 
 __all__ = ["IMAGE_HASH_DISTANCE", "Mismatch", "RowCheck", "Verdict", "VerifyReport",
            "claimed_regions", "grounding_problem", "reverify", "reverify_row", "verify_sandbox",
@@ -90,25 +92,43 @@ def grounding_problem(traj: Trajectory) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """Kept or not, and why."""
+    """Kept or not, and why; with the grounding checks' outcomes when they ran."""
 
     kept: bool
     reason: str  # "verified", or: exec_error, timeout, crashed, no_answer, turn_limit,
-    #              ungrounded, wrong_answer, format, api_error
+    #              ungrounded, wrong_answer, format, api_error, provenance, not_grounded, brittle
     detail: str
     predicted: str | None
+    grounding: Grounding | None = None
 
 
-def verify_trajectory(traj: Trajectory, max_turns: int) -> Verdict:
-    """Keep a trajectory only if every cell ran cleanly and its final answer matches gold."""
+def _cell_problem(traj: Trajectory) -> tuple[str, str] | None:
+    """A cell failure the trace did not recover from.
+
+    A cell that raised is fine when a later cell ran cleanly (the trace noticed and went on);
+    a timeout or a crash resets the session's state, so it is never fine.
+    """
+    ran = [(i, t.result) for i, t in enumerate(traj.turns) if t.result is not None]
+    for k, (i, res) in enumerate(ran):
+        if res.status == "ok":
+            continue
+        recovered = res.status == "error" and any(r.status == "ok" for _, r in ran[k + 1:])
+        if not recovered:
+            reason = {"error": "exec_error"}.get(res.status, res.status)
+            return reason, f"cell {i + 1}: {res.error_type}: {res.error_message}"
+    return None
+
+
+def verify_trajectory(traj: Trajectory, max_turns: int,
+                      sandbox: Sandbox | None = None) -> Verdict:
+    """Keep a trajectory only if its cells ran (or it recovered from a failed one), its crops
+    show what it claims, its final answer matches gold and, given a ``sandbox``, its code
+    passes the grounding checks (``check.grounding``: provenance, twin, jitter)."""
     task = traj.task
     predicted = traj.final_answer
-    for i, turn in enumerate(traj.turns):
-        res = turn.result
-        if res is not None and res.status != "ok":
-            reason = {"error": "exec_error"}.get(res.status, res.status)
-            return Verdict(False, reason, f"cell {i + 1}: {res.error_type}: {res.error_message}",
-                           predicted)
+    failed = _cell_problem(traj)
+    if failed is not None:
+        return Verdict(False, *failed, predicted)
     if traj.failure is not None:
         return Verdict(False, traj.failure[0], traj.failure[1], predicted)
     last = traj.turns[-1].step if traj.turns else None
@@ -125,7 +145,15 @@ def verify_trajectory(traj: Trajectory, max_turns: int) -> Verdict:
     if not match(predicted, task.answer, task.answer_type, task.tolerance):
         return Verdict(False, "wrong_answer", f"predicted {predicted!r}, gold {task.answer!r} "
                        f"({matcher_name(task.answer_type, task.tolerance)})", predicted)
-    return Verdict(True, "verified", matcher_name(task.answer_type, task.tolerance), predicted)
+    matcher = matcher_name(task.answer_type, task.tolerance)
+    if sandbox is None:
+        return Verdict(True, "verified", matcher, predicted)
+    family = get_family(task.scene.family)
+    grounding = check_grounding(traj, lambda: family.printed(task.scene),
+                                lambda: family.secrets(task), lambda: family.twin(task), sandbox)
+    if grounding.problem is not None:
+        return Verdict(False, *grounding.problem, predicted, grounding)
+    return Verdict(True, "verified", matcher, predicted, grounding)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,6 +22,14 @@ def _cells(traj: Trajectory) -> list[dict[str, str | None]]:
             for t in traj.turns if t.result is not None]
 
 
+def _grounding(verdict: Verdict) -> dict[str, str | None]:
+    """The grounding checks' statuses (pass / na; None where they did not run)."""
+    g = verdict.grounding
+    return {"provenance": g.provenance.status if g else None,
+            "twin": g.twin.status if g else None,
+            "jitter": g.jitter.status if g else None}
+
+
 def sft_row(traj: Trajectory, verdict: Verdict, weak_pass_rate: float | None = None,
             difficulty: str | None = None) -> dict[str, Any]:
     """The published row of a verified trajectory (schema: ``records.SFT_FEATURES``).
@@ -43,7 +51,8 @@ def sft_row(traj: Trajectory, verdict: Verdict, weak_pass_rate: float | None = N
         "answer_type": task.answer_type,
         "ops": list(traj.ops),
         "verification": {"cells": _cells(traj), "predicted": verdict.predicted,
-                         "matcher": matcher_name(task.answer_type, task.tolerance)},
+                         "matcher": matcher_name(task.answer_type, task.tolerance),
+                         "grounding": _grounding(verdict)},
         "teacher": traj.teacher,
         "style": traj.style,
         "scene_id": task.scene.id,

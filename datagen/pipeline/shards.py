@@ -77,6 +77,9 @@ class ShardSummary:
     seconds: float
     sandbox_mode: str
     cell_seconds: list[float] = field(default_factory=list)
+    # Grounding checks per task type: {"twin": {"pass": n, "fail": n, "na": n}, ...}, over
+    # every try whose answer was right (so before any was rejected for them).
+    grounding: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     # Tries run (tasks x attempts) and, for an LLM teacher, its calls (cached ones are free).
     attempts: int = 0
     api_calls: int = 0
@@ -235,7 +238,7 @@ def _solve(cfg: BuildConfig, task: Task, teacher: Teacher,
     for attempt in range(cfg.attempts):
         t = teacher.for_attempt(attempt) if isinstance(teacher, SamplingTeacher) else teacher
         traj = rollout(task, t, sandbox, cfg.max_turns)
-        verdict = verify_trajectory(traj, cfg.max_turns)
+        verdict = verify_trajectory(traj, cfg.max_turns, sandbox)
         tries.append((traj, verdict))
         if verdict.kept:
             break
@@ -320,7 +323,7 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None,
         trivial=built.trivial, sides=built.sides, target_areas=built.areas,
         reasons=dict(built.reasons), styles=dict(built.styles),
         seconds=round(time.perf_counter() - started, 3), sandbox_mode=built.sandbox_mode,
-        cell_seconds=[round(s, 4) for s in built.cell_seconds],
+        cell_seconds=[round(s, 4) for s in built.cell_seconds], grounding=built.grounding,
         attempts=built.attempts, api_calls=usage.calls,
         cached_calls=usage.cached_calls, prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens, cost_usd=round(usage.cost_usd, 6),
@@ -347,6 +350,7 @@ class _Built:
     reasons: Counter[str] = field(default_factory=Counter)
     styles: Counter[str] = field(default_factory=Counter)
     cell_seconds: list[float] = field(default_factory=list)
+    grounding: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     attempts: int = 0
     usage: Usage = field(default_factory=Usage)
     sandbox_mode: str = "none"
@@ -382,6 +386,8 @@ def _sft_rows(cfg: BuildConfig, index: int, posed: list[tuple[Task, int]], label
         for attempt, (traj, verdict) in enumerate(tries):
             built.cell_seconds += [t.result.seconds for t in traj.turns if t.result is not None]
             built.reasons[verdict.reason] += 1
+            if verdict.grounding is not None:
+                _count_grounding(built.grounding, task.task_type, verdict)
             if verdict.kept:
                 built.styles[traj.style] += 1
                 row = sft_row(traj, verdict, *weak)
@@ -394,6 +400,17 @@ def _sft_rows(cfg: BuildConfig, index: int, posed: list[tuple[Task, int]], label
         built.usage = teacher.usage().minus(usage_before)
     built.table = sft_table(rows)
     return built
+
+
+def _count_grounding(counts: dict[str, dict[str, dict[str, int]]], task_type: str,
+                     verdict: Verdict) -> None:
+    """Add a verdict's grounding outcomes to the per-task-type counts."""
+    g = verdict.grounding
+    assert g is not None
+    mine = counts.setdefault(task_type, {})
+    for check, outcome in (("provenance", g.provenance), ("twin", g.twin), ("jitter", g.jitter)):
+        by_status = mine.setdefault(check, {})
+        by_status[outcome.status] = by_status.get(outcome.status, 0) + 1
 
 
 def _posed(on_task: Callable[[TaskEvent], None], index: int, tasks: int, position: int) -> None:

@@ -100,7 +100,29 @@ def sft_stats(cfg: BuildConfig, shards: list[ShardSummary], paths: list[Path],
         "median_cell_seconds": round(statistics.median(cells), 4) if cells else None,
         "trivial_rows": sum(cols["trivial"]),
         "by_weak_pass_rate": dict(sorted(rates.items())),
+        "grounding": grounding_rates(shards),
     }
+
+
+def grounding_rates(shards: list[ShardSummary]) -> dict[str, dict[str, str]]:
+    """Per task type and check: "pass rate % (passed/applied), n/a count", summed over shards."""
+    totals: dict[str, dict[str, Counter[str]]] = {}
+    for s in shards:
+        for task_type, checks in s.grounding.items():
+            mine = totals.setdefault(task_type, {})
+            for check, counts in checks.items():
+                mine.setdefault(check, Counter()).update(counts)
+    out: dict[str, dict[str, str]] = {}
+    for task_type in sorted(totals):
+        row = {}
+        for check in ("provenance", "twin", "jitter"):
+            c = totals[task_type].get(check, Counter())
+            applied = c["pass"] + c["fail"]
+            rate = f"{100 * c['pass'] / applied:.1f} % ({c['pass']}/{applied})" if applied \
+                else "–"
+            row[check] = rate + (f", n/a {c['na']}" if c["na"] else "")
+        out[task_type] = row
+    return out
 
 
 def rl_stats(cfg: BuildConfig, shards: list[ShardSummary], paths: list[Path],

@@ -30,7 +30,8 @@ from datagen.records import AnswerType, Box, Scene, Task, stable_id
 from datagen.templates import load_yaml, render_string
 
 __all__ = ["DIFFICULTIES", "NUMBER_TOLERANCE", "Draft", "Family", "Poser", "QuestionType",
-           "format_number", "letter_options", "options_text", "pose_rng"]
+           "Secrets", "Twin", "format_number", "letter_options", "no_secrets", "no_twin",
+           "options_text", "pose_rng"]
 
 DIFFICULTIES = ("easy", "medium", "hard")
 # Relative tolerance of "number" answers; every other answer type is matched exactly.
@@ -73,6 +74,51 @@ class QuestionType:
 
 
 @dataclass(frozen=True, slots=True)
+class Secrets:
+    """What only the renderer knows about a task's scene: facts a trace may not type.
+
+    ``numbers``: exact coordinates, unprinted values and counts, scene parameters;
+    ``colours``: exact palette colours (RGB); ``strings``: names that are not printed.
+    Verification rejects a cell literal that equals one of them unless the question, the
+    printed text, an earlier output or an inexact perception estimate explains it.
+    """
+
+    numbers: frozenset[float] = frozenset()
+    colours: tuple[tuple[int, int, int], ...] = ()
+    strings: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Twin:
+    """A counterfactual twin of a task: the same question about a changed scene.
+
+    ``answer`` is the twin's gold answer, which differs from the task's. ``changed_text`` is
+    the printed text of the original that the twin changes (value labels, marked numbers): a
+    trace whose code types one of them read it off the image, which is allowed, so the twin
+    cannot tell whether its code looked.
+    """
+
+    scene: Scene
+    answer: str
+    changed_text: frozenset[str] = frozenset()
+
+
+def no_secrets(task: Task) -> Secrets:
+    """A family that declares no secrets (provenance has nothing to check)."""
+    return Secrets()
+
+
+def no_twin(task: Task) -> Twin | None:
+    """A family without twins (no twin check for its tasks)."""
+    return None
+
+
+def nothing_printed(scene: Scene) -> frozenset[str]:
+    """A family that prints no text in its images."""
+    return frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class Family:
     """A family of scenes: what it draws, what it asks, and how.
 
@@ -81,6 +127,11 @@ class Family:
     the ones it has no use for). ``pose(scene, k, only)`` returns up to ``k`` tasks whose gold
     answers come from the scene's spec; ``only`` restricts the question types (for tests).
     ``kinds`` maps each scene kind to the question types that can be asked about it.
+
+    For verification that the code looked (``check.grounding``): ``printed(scene)`` is the
+    text printed in the image (titles, labels, numbers on objects), ``secrets(task)`` what only
+    the renderer knows, and ``twin(task)`` a counterfactual twin whose gold answer differs
+    (None where the question type has none).
     """
 
     name: str
@@ -88,6 +139,9 @@ class Family:
     questions: Mapping[str, QuestionType]
     make_scene: Callable[[int, int, Mapping[str, Any]], Scene]
     pose: Callable[..., list[Task]]
+    printed: Callable[[Scene], frozenset[str]] = nothing_printed
+    secrets: Callable[[Task], Secrets] = no_secrets
+    twin: Callable[[Task], Twin | None] = no_twin
 
     def __post_init__(self) -> None:
         # A kind that names a question type nobody defined fails at import, not in a shard.
