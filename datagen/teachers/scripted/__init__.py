@@ -19,6 +19,7 @@ from datagen.scenes import FAMILY_NAMES
 from datagen.teachers.scripted.base import Say, Script, task_rng
 from datagen.teachers.scripted.chart import ChartScript
 from datagen.teachers.scripted.geometry import GeometryScript
+from datagen.teachers.scripted.perception import Looker
 from datagen.teachers.scripted.search import SearchScript
 from datagen.templates import load_yaml, render_string
 
@@ -54,17 +55,13 @@ class ScriptedTeacher:
         return style, script.ops[style]
 
     def step(self, task: Task, history: Sequence[Turn]) -> Step:
-        """The next step: the planned cell, or the answer once every cell has run."""
+        """The script's next step, with the looks it took recorded on it."""
         script = self._for(task)
-        say = self._sayer(task)
-        style = script.style(task)
-        if history and history[-1].result is not None and history[-1].result.status != "ok":
-            res = history[-1].result
-            return Step(think=say("give_up", error=res.error_type or res.status))
-        cells = script.cells(task, style, say)
-        if len(history) < len(cells):
-            return cells[len(history)]
-        return script.final(task, style, history, say)
+        # Seeded by the task and the step: the same trace every run, a fresh look each step.
+        look = Looker(task_rng(task, f"look-{len(history)}"))
+        step = script.step(task, script.style(task), history, self._sayer(task), look)
+        step.percepts = (*step.percepts, *look.take())
+        return step
 
     def _sayer(self, task: Task) -> Say:
         texts = load_yaml(f"teacher/{task.scene.family}.yaml")

@@ -13,7 +13,7 @@ from typing import Any
 
 from datagen.records import Step, Task, Turn
 from datagen.scenes.chart import KIND_BY_NAME
-from datagen.teachers.scripted.base import Say, answer_from_output, task_rng
+from datagen.teachers.scripted.base import PlannedScript, Say, answer_from_output, task_rng
 from datagen.templates import load_yaml, render, render_string
 
 __all__ = ["ChartScript"]
@@ -41,7 +41,7 @@ def _table(spec: dict[str, Any]) -> dict[str, dict[str, int]]:
             for s in spec["series"]}
 
 
-class ChartScript:
+class ChartScript(PlannedScript):
     """Plans measure / zoom_read / locate traces for chart tasks."""
 
     ops = {

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from datagen.records import Step, Task, Turn
-from datagen.teachers.scripted.base import Say, answer_from_output, task_rng
+from datagen.teachers.scripted.base import PlannedScript, Say, answer_from_output, task_rng
 from datagen.templates import load_yaml, render, render_string
 
 __all__ = ["GeometryScript"]
@@ -71,7 +71,7 @@ def _aux(spec: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
     raise ValueError(f"no auxiliary sketch for {c!r}")
 
 
-class GeometryScript:
+class GeometryScript(PlannedScript):
     """Plans compute / draw / check traces for geometry tasks."""
 
     ops = {

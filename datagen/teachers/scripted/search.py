@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from datagen.records import Step, Task, Turn
-from datagen.teachers.scripted.base import Say, answer_from_output, task_rng
+from datagen.teachers.scripted.base import PlannedScript, Say, answer_from_output, task_rng
 from datagen.templates import render
 
 __all__ = ["SearchScript"]
@@ -33,7 +33,7 @@ def _quadrant(task: Task, box: list[int]) -> str:
     return f"{'top' if cy < h / 2 else 'bottom'}-{'left' if cx < w / 2 else 'right'}"
 
 
-class SearchScript:
+class SearchScript(PlannedScript):
     """Plans visual-search traces from the scene's object list."""
 
     ops = {
