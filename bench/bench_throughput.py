@@ -56,6 +56,10 @@ def main() -> None:
     print(f"wall time                 : {wall:8.1f} s  ({len(shards)} shards, {tasks} tasks)")
     print(f"verified samples/hour     : {verified / wall * 3600:8.0f}  ({verified} verified)")
     print(f"published rows/hour       : {report.rows / wall * 3600:8.0f}  ({report.rows} rows)")
+    worker_s = sum(s.seconds for s in shards)
+    checks_s = sum(s.grounding_seconds for s in shards)
+    print(f"grounding checks          : {checks_s:8.1f} worker-s, {checks_s / worker_s:.1%} of "
+          f"the shards' {worker_s:.0f} worker-s (twins, jitter re-runs, provenance)")
     # Per family, from the shards' own build time (one worker's view, so x workers).
     for family in cfg.families:
         mine = [s for s in shards if cfg.family_of(s.index)[0] == family]

@@ -26,6 +26,7 @@ import ast
 import io
 import math
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -63,6 +64,7 @@ class Grounding:
     provenance: Outcome
     twin: Outcome
     jitter: Outcome
+    seconds: float = 0.0  # what the checks cost (twin rendering and re-runs included)
 
     @property
     def problem(self) -> tuple[str, str] | None:
@@ -295,12 +297,15 @@ def check_grounding(traj: Trajectory, printed: Callable[[], frozenset[str]],
                     secrets: Callable[[], Secrets], twin: Callable[[], Twin | None],
                     sandbox: Sandbox) -> Grounding:
     """All three checks; a failed provenance check skips the (costly) re-runs."""
+    started = time.perf_counter()
     problem = provenance_problem(traj, printed(), secrets())
     if problem is not None:
         skipped = Outcome("na", "provenance failed")
-        return Grounding(Outcome("fail", problem), skipped, skipped)
-    return Grounding(Outcome("pass"), twin_outcome(traj, twin(), sandbox),
-                     jitter_outcome(traj, sandbox))
+        return Grounding(Outcome("fail", problem), skipped, skipped,
+                         time.perf_counter() - started)
+    twin_result = twin_outcome(traj, twin(), sandbox)
+    jitter_result = jitter_outcome(traj, sandbox)
+    return Grounding(Outcome("pass"), twin_result, jitter_result, time.perf_counter() - started)
 
 
 def box_secrets(boxes: Iterable[Box | Sequence[int]]) -> frozenset[float]:

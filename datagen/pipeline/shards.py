@@ -80,6 +80,7 @@ class ShardSummary:
     # Grounding checks per task type: {"twin": {"pass": n, "fail": n, "na": n}, ...}, over
     # every try whose answer was right (so before any was rejected for them).
     grounding: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    grounding_seconds: float = 0.0  # what those checks cost, in all
     # Tries run (tasks x attempts) and, for an LLM teacher, its calls (cached ones are free).
     attempts: int = 0
     api_calls: int = 0
@@ -324,8 +325,8 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None,
         reasons=dict(built.reasons), styles=dict(built.styles),
         seconds=round(time.perf_counter() - started, 3), sandbox_mode=built.sandbox_mode,
         cell_seconds=[round(s, 4) for s in built.cell_seconds], grounding=built.grounding,
-        attempts=built.attempts, api_calls=usage.calls,
-        cached_calls=usage.cached_calls, prompt_tokens=usage.prompt_tokens,
+        grounding_seconds=round(built.grounding_seconds, 3), attempts=built.attempts,
+        api_calls=usage.calls, cached_calls=usage.cached_calls, prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens, cost_usd=round(usage.cost_usd, 6),
         weak_calls=weak_usage.calls, weak_cached_calls=weak_usage.cached_calls,
         weak_prompt_tokens=weak_usage.prompt_tokens,
@@ -351,6 +352,7 @@ class _Built:
     styles: Counter[str] = field(default_factory=Counter)
     cell_seconds: list[float] = field(default_factory=list)
     grounding: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    grounding_seconds: float = 0.0
     attempts: int = 0
     usage: Usage = field(default_factory=Usage)
     sandbox_mode: str = "none"
@@ -388,6 +390,7 @@ def _sft_rows(cfg: BuildConfig, index: int, posed: list[tuple[Task, int]], label
             built.reasons[verdict.reason] += 1
             if verdict.grounding is not None:
                 _count_grounding(built.grounding, task.task_type, verdict)
+                built.grounding_seconds += verdict.grounding.seconds
             if verdict.kept:
                 built.styles[traj.style] += 1
                 row = sft_row(traj, verdict, *weak)
