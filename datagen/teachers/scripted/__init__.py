@@ -1,12 +1,18 @@
-"""The offline scripted teacher: atomic, multi-turn code traces written from the scene spec.
+"""The offline scripted teacher: atomic, multi-turn code traces that look at the image.
 
-It knows what a careful reader could see on the image (axis labels, tick values, legend colours,
-marked lengths and angles) and writes code that does the real work: measuring from pixels,
-cropping and zooming, drawing auxiliary lines, computing. Where code computes the answer, the
-final answer is read from what it printed, so a wrong measurement or computation gives a wrong
-answer that verification rejects; where the answer is read off a zoomed crop, verification checks
-that the crop really showed the target. Each family has a script (``chart_script``,
-``geometry_script``, ``search_script``) that plans the cells.
+The perception contract binds it as it binds any teacher. A trace may use only the question;
+text printed in an image it was shown, read exactly where it is legible at the scale shown;
+coarse, noisy perception of what it was shown (an approximate region or point, a colour name or
+rough RGB, a small count: ``perception.Looker``, a seeded noise model, so some looks miss and
+the trace must notice and recover); and what its earlier cells printed or showed. It never uses
+exact renderer coordinates, palette colours, names that are not printed, the value grid,
+unprinted counts or any other scene parameter: the scene spec is the verifier's knowledge.
+Verification checks this (``check.grounding``: provenance of every literal, a counterfactual
+twin, a jittered copy).
+
+Each family has a script (``scripted/chart.py``, ``geometry.py``, ``search.py``) that writes
+one step at a time from the turns so far; where code computes the answer, the answer is read
+from what it printed, so a wrong measurement gives a wrong answer that verification rejects.
 """
 
 from __future__ import annotations
