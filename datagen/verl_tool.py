@@ -3,7 +3,8 @@
 verl is not a dependency: ``CodeTool`` follows verl's ``BaseTool`` interface
 (``verl/tools/base_tool.py``: ``__init__(config, tool_schema)``, async ``create`` /
 ``execute`` / ``calc_reward`` / ``release``) and subclasses it only when verl is importable.
-Register it with ``templates/verl/tool_config.yaml``.
+Register it with ``templates/verl/tool_config.yaml``. Tested against verl 0.9.1
+(``tests/verl/``).
 
 Cells run in ``datagen.sandbox.Sandbox`` (one per process, created on first use) with the row's
 image preloaded, and the reply is ``datagen.messages.observation_text`` — the formatter of the
@@ -17,17 +18,35 @@ verl, not from us:
 * images a cell shows go back as images; verl places them before the text, so the ``<image>``
   lines of the SFT text are dropped from the tool's text.
 
-Upstream verl's tool agent loop creates and releases one instance per call, so variables do not
-persist from one call to the next there (each call sees a fresh ``input_image``); loops that keep
-the instance (the CodeDance fork, SGLang rollouts) get the persistent session of the SFT traces.
+Sessions. The SFT traces rely on state persisting across the cells of a trajectory (variables,
+files in the scratch dir, ``input_image``), so the tool keeps one sandbox session per
+trajectory:
+
+* Upstream verl's ``ToolAgentLoop`` creates and releases a tool instance around every call but
+  passes the trajectory's ``AgentData`` to ``execute()``. The tool keys a session by that
+  object (not by its ``request_id``, which repeats across trajectories with
+  ``full_determinism``), so the rollouts of one prompt never share one. The session closes
+  when verl drops the ``AgentData`` (the end of the trajectory: a weakref finalizer, as verl
+  has no end-of-trajectory hook for tools), when it has been idle for
+  ``session_idle_timeout`` s, or, least recently used first, when more than ``max_sessions``
+  are open. A session closed early starts again on the next call, with the reset of a
+  timed-out cell (fresh namespace and scratch dir).
+* Loops that keep the instance and call ``execute()`` without ``agent_data`` (the CodeDance
+  fork of verl, SGLang rollouts) get one session per instance, closed by ``release()``.
+
+Closing happens on a reaper thread, never in the event loop or inside a garbage collection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import logging
+import queue
 import threading
-from collections.abc import Mapping
+import time
+import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
@@ -35,7 +54,10 @@ from uuid import uuid4
 from datagen.messages import observation_text
 from datagen.sandbox import CellResult, Sandbox, Session
 
-__all__ = ["TOOL_NAME", "TOOL_SCHEMA", "CodeTool", "ToolReply", "image_bytes", "reply_text"]
+__all__ = ["TOOL_NAME", "TOOL_SCHEMA", "CodeTool", "ToolReply", "TrajectorySessions",
+           "image_bytes", "reply_text"]
+
+log = logging.getLogger(__name__)
 
 TOOL_NAME = "execute_python_code"
 TOOL_SCHEMA: dict[str, Any] = {
@@ -71,14 +93,6 @@ class ToolReply:
     video: list[Any] | None = None
 
 
-@dataclass(slots=True)
-class _Instance:
-    session: Session
-    calls: int = 0
-    ok_calls: int = 0
-    results: list[CellResult] = field(default_factory=list)
-
-
 def image_bytes(image: Any) -> bytes:
     """Encoded bytes of an image as verl hands it over: a ``{bytes, path}`` dict, a PIL image,
     raw bytes or a file path."""
@@ -111,12 +125,206 @@ def reply_text(result: CellResult, wrap: bool = False) -> str:
     return "\n".join(lines)
 
 
+# -- sessions per trajectory --------------------------------------------------------------------
+
+@dataclass(eq=False, slots=True)
+class _Trajectory:
+    """One trajectory's session. ``lock`` orders its cells (verl may run a turn's calls in
+    parallel) and keeps a close from cutting into a cell."""
+
+    key: Any
+    label: str
+    image: bytes
+    ref: Callable[[], Any]  # the trajectory's AgentData (weakly) or a constant
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    session: Session | None = None
+    last_used: float = field(default_factory=time.monotonic)
+    busy: int = 0  # calls between get() and the end of run(); never reaped while > 0
+    closed: bool = False
+    finalizer: weakref.finalize | None = None
+
+
+class TrajectorySessions:
+    """Sandbox sessions keyed by trajectory, closed when the trajectory ends (its
+    ``AgentData`` is garbage), when idle for ``idle_timeout`` s, or, least recently used
+    first, beyond ``max_sessions``.
+
+    ``open_session(image)`` makes a session. ``get`` is cheap and called in the event loop;
+    ``run`` blocks and belongs in a worker thread. Thread-safe. Sessions are closed by a
+    daemon reaper thread: finalizers only enqueue (``SimpleQueue.put`` is safe inside a
+    garbage collection), so a close never runs in the event loop or under our lock.
+    """
+
+    def __init__(self, open_session: Callable[[bytes], Session], idle_timeout: float = 900.0,
+                 max_sessions: int = 1024) -> None:
+        if idle_timeout <= 0 or max_sessions < 1:
+            raise ValueError("session_idle_timeout must be positive and max_sessions at least 1")
+        self._open = open_session
+        self.idle_timeout = float(idle_timeout)
+        self.max_sessions = int(max_sessions)
+        self._lock = threading.Lock()
+        self._entries: dict[Any, _Trajectory] = {}
+        self._to_close: queue.SimpleQueue[_Trajectory | None] = queue.SimpleQueue()
+        self._reaper: threading.Thread | None = None
+        # How sessions ended, for tests and logs.
+        self.closed_ended = self.closed_idle = self.closed_evicted = 0
+
+    def __len__(self) -> int:
+        """Trajectories holding a session (or about to open one)."""
+        with self._lock:
+            return len(self._entries)
+
+    def get(self, agent_data: Any, image: bytes) -> _Trajectory:
+        """The trajectory's entry, made on its first call with ``image`` and marked busy until
+        its ``run`` ends. The session itself opens in ``run``."""
+        label = str(getattr(agent_data, "request_id", "") or id(agent_data))
+        try:
+            ref: Callable[[], Any] = weakref.ref(agent_data)
+            key: Any = id(agent_data)
+        except TypeError:  # not weak-referenceable: only the idle timeout can end it
+            ref, key = (lambda: agent_data), ("request_id", label)
+        dropped: list[_Trajectory] = []
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.ref() is not agent_data:
+                # The id of a dead AgentData, reused before the reaper got to its entry.
+                self._forget(entry)
+                self.closed_ended += 1
+                dropped.append(entry)
+                entry = None
+            if entry is None:
+                entry = _Trajectory(key, label, image, ref)
+                if isinstance(ref, weakref.ref):
+                    entry.finalizer = weakref.finalize(agent_data, self._to_close.put, entry)
+                    entry.finalizer.atexit = False
+                self._entries[key] = entry
+                dropped += self._over_limit()
+            entry.busy += 1
+            entry.last_used = time.monotonic()
+            self._start_reaper()
+        for old in dropped:
+            self._to_close.put(old)
+        return entry
+
+    def _over_limit(self) -> list[_Trajectory]:
+        """Forget the least recently used idle entries beyond ``max_sessions`` (caller holds
+        the lock); returns them, to be closed."""
+        extra = len(self._entries) - self.max_sessions
+        if extra <= 0:
+            return []
+        oldest = sorted((e for e in self._entries.values() if e.busy == 0),
+                        key=lambda e: e.last_used)[:extra]
+        for e in oldest:
+            log.warning("verl tool: closing the session of trajectory %s (idle %.0f s) to keep "
+                        "at most max_sessions=%d open; its next call starts a fresh one",
+                        e.label, time.monotonic() - e.last_used, self.max_sessions)
+            self._forget(e)
+            self.closed_evicted += 1
+        return oldest
+
+    def _forget(self, entry: _Trajectory) -> bool:
+        """Take ``entry`` out of the table (caller holds the lock); False if it was not in."""
+        if entry.finalizer is not None:
+            entry.finalizer.detach()
+        if self._entries.get(entry.key) is entry:
+            del self._entries[entry.key]
+            return True
+        return False
+
+    def run(self, entry: _Trajectory, code: str, timeout: float) -> CellResult:
+        """Run one cell in the trajectory's session (blocking), then clear the busy mark."""
+        try:
+            with entry.lock:
+                if entry.closed:  # only after close(): the tool is shutting down
+                    raise RuntimeError(f"{TOOL_NAME}: the tool's sessions were closed")
+                if entry.session is None:
+                    entry.session = self._open(entry.image)
+                return entry.session.run(code, timeout)
+        finally:
+            with self._lock:
+                entry.busy -= 1
+                entry.last_used = time.monotonic()
+
+    def _start_reaper(self) -> None:
+        """Start the reaper thread unless it runs (caller holds the lock)."""
+        if self._reaper is None or not self._reaper.is_alive():
+            self._reaper = threading.Thread(target=self._reap_loop, daemon=True,
+                                            name="datagen-verl-tool-reaper")
+            self._reaper.start()
+
+    def _reap_loop(self) -> None:
+        # Wakes at once for an ended trajectory, and a few times per idle timeout to sweep.
+        interval = max(0.05, min(30.0, self.idle_timeout / 4))
+        while True:
+            try:
+                entry = self._to_close.get(timeout=interval)
+            except queue.Empty:
+                entry = None
+            else:
+                if entry is None:  # close() asks us to stop
+                    return
+                with self._lock:
+                    if self._forget(entry):  # still listed: its AgentData just died
+                        self.closed_ended += 1
+                self._close_quietly(entry)
+            self._reap_idle()
+
+    def _reap_idle(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            idle = [e for e in self._entries.values()
+                    if e.busy == 0 and now - e.last_used > self.idle_timeout]
+            for e in idle:
+                self._forget(e)
+                self.closed_idle += 1
+        for e in idle:
+            self._close_quietly(e)
+
+    def _close_quietly(self, entry: _Trajectory) -> None:
+        try:
+            with entry.lock:
+                entry.closed = True
+                session, entry.session = entry.session, None
+            if session is not None:
+                session.close()
+        except Exception:  # the reaper must outlive one bad close
+            log.exception("verl tool: closing the session of trajectory %s failed", entry.label)
+
+    def close(self) -> None:
+        """Close every session now (waiting for cells that run) and stop the reaper."""
+        with self._lock:
+            entries = list(self._entries.values())
+            for e in entries:
+                self._forget(e)
+            reaper, self._reaper = self._reaper, None
+        for e in entries:
+            self._close_quietly(e)
+        if reaper is not None:
+            self._to_close.put(None)
+            reaper.join(timeout=60.0)
+
+
+# -- the tool -----------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class _Instance:
+    """One ``create``/``release`` pair: the row's image and, without ``agent_data``, a session."""
+
+    image: bytes
+    session: Session | None = None
+    calls: int = 0
+    ok_calls: int = 0
+    results: list[CellResult] = field(default_factory=list)
+
+
 class CodeTool(_Base):  # type: ignore[misc, valid-type]
-    """``execute_python_code`` for verl: one sandbox session per tool instance.
+    """``execute_python_code`` for verl: one sandbox session per trajectory (see the module
+    docstring), the SFT observation as the reply.
 
     ``config`` keys (from the YAML): ``timeout`` (s per cell, default 15), ``memory_mb``
     (default 4096), ``wrap`` (see the module docstring, default false), ``sandbox_mode``
-    ("auto", "bwrap" or "process"). ``sandbox``: run in this one instead of the process-wide
+    ("auto", "bwrap" or "process"), ``session_idle_timeout`` (s, default 900) and
+    ``max_sessions`` (default 1024). ``sandbox``: run in this one instead of the process-wide
     sandbox (verl never passes it).
     """
 
@@ -136,6 +344,10 @@ class CodeTool(_Base):  # type: ignore[misc, valid-type]
         self.timeout = float(self.config.get("timeout", 15.0))
         self.wrap = bool(self.config.get("wrap", False))
         self._instances: dict[str, _Instance] = {}
+        self.trajectories = TrajectorySessions(
+            self._open_session,
+            idle_timeout=float(self.config.get("session_idle_timeout", 900.0)),
+            max_sessions=int(self.config.get("max_sessions", 1024)))
 
     def get_openai_tool_schema(self) -> Any:
         """The tool's OpenAI function schema."""
@@ -152,35 +364,45 @@ class CodeTool(_Base):  # type: ignore[misc, valid-type]
                                             mode=str(self.config.get("sandbox_mode", "auto")))
             return CodeTool._sandbox
 
+    def _open_session(self, image: bytes) -> Session:
+        return self._get_sandbox().session(image)
+
     def _reply(self, text: str, images: list[Any] | None = None) -> Any:
+        # verl 0.9.1's ToolResponse rejects image=None: leave the field out when there is none.
         if _VerlResponse is not None:
-            return _VerlResponse(text=text, image=images or None)
+            return _VerlResponse(text=text, image=images) if images else _VerlResponse(text=text)
         return ToolReply(text=text, image=images or None)
 
     async def create(self, instance_id: str | None = None, **kwargs: Any) -> tuple[str, Any]:
-        """Start a session on the row's image (``create_kwargs={"image": …}`` or ``image=…``);
-        returns ``(instance_id, empty reply)`` as verl's tool agent loop expects."""
+        """Take the row's image (``create_kwargs={"image": …}`` or ``image=…``); returns
+        ``(instance_id, empty reply)`` as verl's tool agent loop expects. No session starts
+        here: upstream verl calls this around every call, and the trajectory's session is
+        found in ``execute``."""
         instance_id = instance_id or uuid4().hex
         params = dict(kwargs.get("create_kwargs") or {})
         image = params.get("image", kwargs.get("image"))
         if image is None:
             raise ValueError(f"{TOOL_NAME}: no image in create_kwargs (extra_info.tools_kwargs."
                              f"{TOOL_NAME}.create_kwargs.image)")
-        data = image_bytes(image)
-        sandbox = self._get_sandbox()
-        session = await asyncio.to_thread(sandbox.session, data)
-        self._instances[instance_id] = _Instance(session)
+        self._instances[instance_id] = _Instance(image_bytes(image))
         return instance_id, self._reply("")
 
     async def execute(self, instance_id: str, parameters: dict[str, Any],
-                      **kwargs: Any) -> tuple[Any, float, dict[str, Any]]:
-        """Run ``parameters["code"]``; returns (reply, step reward 0.0, metrics)."""
-        instance = self._instances[instance_id]
+                      agent_data: Any = None, **kwargs: Any) -> tuple[Any, float, dict[str, Any]]:
+        """Run ``parameters["code"]`` in the trajectory's session (``agent_data``, as upstream
+        verl passes it) or else in the instance's; returns (reply, step reward 0.0, metrics)."""
+        instance = self._instances.get(instance_id)
+        if instance is None:
+            raise KeyError(f"{TOOL_NAME}: unknown instance {instance_id!r} (create() first)")
         code = parameters.get("code")
         if not isinstance(code, str) or not code.strip():
             return self._reply("Execution error: ValueError: no code given"), 0.0, \
                 {"success": False}
-        result = await asyncio.to_thread(instance.session.run, code, self.timeout)
+        if agent_data is not None:
+            entry = self.trajectories.get(agent_data, instance.image)
+            result = await asyncio.to_thread(self.trajectories.run, entry, code, self.timeout)
+        else:
+            result = await asyncio.to_thread(self._run_in_instance, instance, code)
         instance.calls += 1
         instance.ok_calls += result.status == "ok"
         instance.results.append(result)
@@ -188,6 +410,11 @@ class CodeTool(_Base):  # type: ignore[misc, valid-type]
         metrics = {"success": result.status == "ok", "status": result.status,
                    "seconds": result.seconds}
         return self._reply(reply_text(result, self.wrap), images), 0.0, metrics
+
+    def _run_in_instance(self, instance: _Instance, code: str) -> CellResult:
+        if instance.session is None:
+            instance.session = self._open_session(instance.image)
+        return instance.session.run(code, self.timeout)
 
     async def calc_reward(self, instance_id: str, **kwargs: Any) -> float:
         """Share of this instance's calls that ran cleanly (0.0 before any call)."""
@@ -197,10 +424,19 @@ class CodeTool(_Base):  # type: ignore[misc, valid-type]
         return instance.ok_calls / instance.calls
 
     async def release(self, instance_id: str, **kwargs: Any) -> None:
-        """Close the instance's session (its worker and scratch dir go away)."""
+        """Forget the instance and close its own session, if it has one; a trajectory's
+        session outlives the call (see the module docstring)."""
         instance = self._instances.pop(instance_id, None)
-        if instance is not None:
+        if instance is not None and instance.session is not None:
             await asyncio.to_thread(instance.session.close)
+
+    def close(self) -> None:
+        """Close every session this tool holds (trajectories' and instances'), now."""
+        self.trajectories.close()
+        for instance in list(self._instances.values()):
+            if instance.session is not None:
+                instance.session.close()
+                instance.session = None
 
 
 def _pil(png: bytes) -> Any:

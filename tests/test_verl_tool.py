@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
+import time
 from typing import Any
 
 import pytest
@@ -103,3 +105,126 @@ def test_reply_text_drops_only_the_tags_and_image_lines() -> None:
                         error_message=None, truncated=False, seconds=0.0)
     assert reply_text(result) == "Code execution successful, output:\na\nb"
     assert reply_text(result, wrap=True).splitlines()[0] == "<tool_response>"
+
+
+# -- one session per trajectory (verl passes the trajectory's AgentData to execute) -------------
+
+class _Trajectory:
+    """Stands in for verl's AgentData here (tests/verl/ drives the real one): an object per
+    trajectory with a request_id."""
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.extra_fields: dict[str, Any] = {}
+
+
+async def _verl_call(tool: CodeTool, image: Any, code: str, traj: _Trajectory) -> Any:
+    """What upstream verl's ToolAgentLoop._call_tool does for every call: a fresh instance."""
+    instance_id, _ = await tool.create(create_kwargs={"image": image})
+    try:
+        reply, _, _ = await tool.execute(instance_id, {"code": code}, agent_data=traj)
+        return reply
+    finally:
+        await tool.release(instance_id)
+
+
+def _wait_until(condition: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_calls_of_one_trajectory_share_a_session_across_instances(sandbox: Sandbox) -> None:
+    tool = CodeTool({}, None, sandbox=sandbox)
+    a, b = _Trajectory("same-id"), _Trajectory("same-id")  # request ids may repeat in verl
+
+    async def run() -> list[Any]:
+        await _verl_call(tool, _png(), "x = 41; open('n.txt', 'w').write('hi')", a)
+        await _verl_call(tool, _png(), "y = 7", b)
+        check = "import os; print(x + 1 if 'x' in dir() else y, os.path.exists('n.txt'))"
+        return [await _verl_call(tool, _png(), check, t) for t in (a, b)]
+
+    try:
+        replies = asyncio.run(run())
+        assert replies[0].text.endswith("\n42 True")
+        assert replies[1].text.endswith("\n7 False")  # b sees neither a's x nor a's file
+        assert len(tool.trajectories) == 2
+    finally:
+        tool.close()
+    assert len(tool.trajectories) == 0
+
+
+def test_a_trajectory_session_closes_when_verl_drops_its_agent_data(sandbox: Sandbox) -> None:
+    tool = CodeTool({}, None, sandbox=sandbox)
+    traj = _Trajectory("r1")
+    try:
+        asyncio.run(_verl_call(tool, _png(), "x = 1", traj))
+        (entry,) = tool.trajectories._entries.values()
+        session = entry.session
+        assert session is not None and len(tool.trajectories) == 1
+        del traj  # the end of the rollout: verl lets go of its AgentData
+        gc.collect()
+        assert _wait_until(lambda: len(tool.trajectories) == 0 and entry.session is None)
+        assert tool.trajectories.closed_ended == 1
+        with pytest.raises(RuntimeError, match="closed"):
+            session.run("1")
+    finally:
+        tool.close()
+
+
+def test_idle_sessions_are_reaped_and_the_next_call_starts_afresh(sandbox: Sandbox) -> None:
+    tool = CodeTool({"session_idle_timeout": 0.3}, None, sandbox=sandbox)
+    traj = _Trajectory("r1")
+    try:
+        asyncio.run(_verl_call(tool, _png(), "x = 1", traj))
+        assert _wait_until(lambda: len(tool.trajectories) == 0)
+        assert tool.trajectories.closed_idle == 1
+        # Like after a timeout in the SFT traces: a fresh namespace, input_image reloaded.
+        reply = asyncio.run(_verl_call(tool, _png(), "print(input_image.size); x", traj))
+        assert "(64, 48)" not in reply.text and "NameError" in reply.text
+    finally:
+        tool.close()
+
+
+def test_max_sessions_closes_the_least_recently_used_first(sandbox: Sandbox) -> None:
+    tool = CodeTool({"max_sessions": 2}, None, sandbox=sandbox)
+    trajs = [_Trajectory(f"r{i}") for i in range(3)]
+    try:
+        for t in trajs:
+            asyncio.run(_verl_call(tool, _png(), f"x = {t.request_id!r}", t))
+        assert tool.trajectories.closed_evicted == 1
+        assert [e.label for e in tool.trajectories._entries.values()] == ["r1", "r2"]
+        reply = asyncio.run(_verl_call(tool, _png(), "print(x)", trajs[2]))
+        assert "r2" in reply.text
+    finally:
+        tool.close()
+
+
+def test_parallel_calls_of_one_trajectory_run_one_after_the_other(sandbox: Sandbox) -> None:
+    # verl runs up to max_parallel_calls tool calls of a turn with asyncio.gather.
+    tool = CodeTool({}, None, sandbox=sandbox)
+    traj = _Trajectory("r1")
+
+    async def run() -> list[Any]:
+        await _verl_call(tool, _png(), "log = []", traj)
+        cell = "import time; log.append('in'); time.sleep(0.2); log.append('out')"
+        await asyncio.gather(*[_verl_call(tool, _png(), cell, traj) for _ in range(3)])
+        return [await _verl_call(tool, _png(), "print(''.join(s[0] for s in log))", traj)]
+
+    try:
+        (reply,) = asyncio.run(run())
+        assert reply.text.endswith("\nioioio")
+        assert len(tool.trajectories) == 1
+    finally:
+        tool.close()
+
+
+def test_without_agent_data_the_session_lives_as_long_as_the_instance(sandbox: Sandbox) -> None:
+    # The CodeDance fork and SGLang rollouts keep one instance per trajectory.
+    tool = CodeTool({}, None, sandbox=sandbox)
+    first, second = _call(tool, _png(), "x = 41", "print(x + 1)")
+    assert "42" in second[0].text
+    assert len(tool.trajectories) == 0 and tool._instances == {}
