@@ -108,15 +108,14 @@ def build(
     from datagen.errors import UsageError
     from datagen.pipeline.shards import prepare_output
     from datagen.release.publish import check_sources
+    from datagen.teachers.chat_api import openai_api_key
 
     p = _with_config_file(ctx, config) if config is not None else dict(ctx.params)
     if p["overwrite"] and p["resume"]:
         raise UsageError("--overwrite and --resume exclude each other; pick one")
     cfg = config_from(p, command=shlex.join(["datagen", *sys.argv[1:]]))
-    if (cfg.teacher == "openai" or cfg.weak_model) and not os.environ.get("OPENAI_API_KEY"):
-        what = "--teacher openai" if cfg.teacher == "openai" else "--weak-model"
-        raise UsageError(f"{what} needs an API key: set OPENAI_API_KEY (for a local "
-                         "server any value works, e.g. OPENAI_API_KEY=none)")
+    if cfg.teacher == "openai" or cfg.weak_model:  # before any work, not in a worker
+        openai_api_key("--teacher openai" if cfg.teacher == "openai" else "--weak-model")
     check_sources(cfg)
     if p["push"]:
         from datagen.release.hub import check_push

@@ -36,11 +36,11 @@ import openai
 
 from datagen.atomic import write_text
 from datagen.config import DEFAULT_BASE_URL, public_url
-from datagen.errors import RunError
+from datagen.errors import RunError, UsageError
 from datagen.teachers.base import BudgetSpent, TeacherFailure, Usage
 
 __all__ = ["ChatAPI", "Completion", "Ledger", "ResponseCache", "TokenBucket", "chat_api",
-           "share_spending", "spent"]
+           "openai_api_key", "share_spending", "spent"]
 
 MAX_TRIES = 7  # one request and up to six retries: ~30 s of backoff at most
 BACKOFF_BASE = 0.5
@@ -311,6 +311,15 @@ class ChatAPI:
                            f"{problem}); check --base-url, that the server runs, and "
                            "--request-timeout")
         raise TeacherFailure("api_error", f"{MAX_TRIES} tries failed; last: {problem}")
+
+
+def openai_api_key(option: str) -> str:
+    """The key in ``OPENAI_API_KEY``; a UsageError naming ``option`` (what calls) if it is unset."""
+    key = os.environ.get("OPENAI_API_KEY")
+    if not key:
+        raise UsageError(f"{option} needs an API key: set OPENAI_API_KEY (for a local server "
+                         "any value works, e.g. OPENAI_API_KEY=none)")
+    return key
 
 
 @functools.cache

@@ -241,6 +241,19 @@ def test_the_cli_asks_for_a_key_and_a_model(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_both_llm_callers_want_a_key_and_say_so_alike(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from datagen.errors import UsageError
+    from datagen.teachers.openai_teacher import OpenAITeacher
+    from datagen.teachers.weak import WeakSolver
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    cfg = BuildConfig(out=tmp_path, teacher="openai", model="m", weak_model="w")
+    for make, option in ((OpenAITeacher, "--teacher openai"), (WeakSolver, "--weak-model")):
+        with pytest.raises(UsageError, match=f"^{option} needs an API key: set OPENAI_API_KEY"):
+            make(cfg)
+
+
 # -- through the Prefect flow: the budget stops the build, a bad key stops it at once --------
 
 @pytest.fixture(scope="module")
