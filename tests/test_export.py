@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -101,6 +102,14 @@ def test_bad_requests_are_usage_errors(built: Path, tmp_path: Path) -> None:
     rl_only = write_rl_set(tmp_path / "rl_only", rl_rows(1)[:1])
     with pytest.raises(UsageError, match="LLaMA-Factory takes the SFT set"):
         export_set(rl_only, "llamafactory", tmp_path / "lf")
+    odd = tmp_path / "odd"
+    (odd / "data").mkdir(parents=True)
+    for p in (built / "data").iterdir():
+        (odd / "data" / p.name).write_bytes(p.read_bytes())
+    pq.write_table(pa.table({"text": ["hi"]}), odd / "data" / "train.parquet")
+    with pytest.raises(UsageError, match="train.parquet: neither a 'messages'"):
+        export_set(odd, "trl", tmp_path / "odd-trl")
+    assert not (tmp_path / "odd-trl").exists()  # nothing written before the check
 
 
 def test_cli_export(built: Path, tmp_path: Path) -> None:
