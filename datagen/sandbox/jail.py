@@ -36,7 +36,6 @@ import resource
 import select
 import shutil
 import signal
-import stat
 import sys
 import time
 import traceback
@@ -52,6 +51,7 @@ from datagen.sandbox.protocol import (
     dumps,
     failure,
 )
+from datagen.sandbox.scratch import remove
 
 _PR_SET_DUMPABLE = 4
 _PR_CAPBSET_DROP = 24
@@ -105,25 +105,6 @@ def _prepare_matplotlib(cache: str | None) -> None:
                 shutil.copyfile(os.path.join(cache, name), os.path.join(conf, name))
     except OSError:
         pass  # matplotlib builds its own cache
-
-
-def _remove(path: str) -> None:
-    def fix_perms(func: Any, p: str, _exc: Any) -> None:
-        try:  # a cell may chmod its files read-only
-            os.chmod(os.path.dirname(p), stat.S_IRWXU)
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, stat.S_IRWXU)
-            func(p)
-        except OSError:
-            pass
-
-    try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, onerror=fix_perms)
-        else:
-            os.unlink(path)
-    except OSError:
-        pass
 
 
 def _close_fds_except(keep: set[int]) -> None:
@@ -439,7 +420,7 @@ class Jail:
             except OSError:
                 continue
             for name in names:
-                _remove(os.path.join(top, name))
+                remove(os.path.join(top, name))
         os.makedirs(os.environ["MPLCONFIGDIR"], exist_ok=True)
         self.dirty = False
 
