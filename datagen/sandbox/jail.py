@@ -128,7 +128,9 @@ class _ParentGone(Exception):
 
 
 @dataclass
-class _Worker:
+class _SessionWorker:
+    """The jail's hold on the worker it forked for the current session."""
+
     pid: int
     pidfd: int | None
     chan: LineChannel  # reads its replies, writes its requests
@@ -144,8 +146,11 @@ class _Image:
     jpeg: bytes  # the bytes of ``input_image.jpg``
 
 
-class Jail:
-    """Serves one session at a time; see the module docstring."""
+class JailServer:
+    """The process inside a jail: serves the parent one session at a time (module docstring).
+
+    The parent's side of it is ``bwrap.JailHandle``.
+    """
 
     def __init__(self, chan: LineChannel, cfg: dict[str, Any], worker: ModuleType) -> None:
         self.chan = chan
@@ -153,7 +158,7 @@ class Jail:
         self.worker_module = worker
         self.image: bytes | None = None  # the session's image frame (header line + pixels)
         self.loaded: _Image | None = None  # the last image decoded, kept for the next session
-        self.worker: _Worker | None = None  # the session's worker
+        self.worker: _SessionWorker | None = None  # the session's worker
         self.dirty = False  # killed processes not yet reaped, dirs not yet emptied
         self.dying: tuple[int, int] | None = None  # (pid, pidfd) of the last worker killed
         self.start_error = ""
@@ -202,7 +207,7 @@ class Jail:
 
     # -- session workers ---------------------------------------------------------------------
 
-    def _fork(self) -> _Worker | None:
+    def _fork(self) -> _SessionWorker | None:
         """Fork the session's worker for ``self.loaded``; it sets itself up and says ready."""
         self.count += 1
         scratch = os.path.join(self.cfg["scratch"], str(self.count))
@@ -228,7 +233,7 @@ class Jail:
             pidfd: int | None = os.pidfd_open(pid)
         except (AttributeError, OSError):
             pidfd = None  # old kernel: poll waitpid instead
-        return _Worker(pid, pidfd, LineChannel(rep_r, req_w, MAX_REPLY_BYTES), scratch)
+        return _SessionWorker(pid, pidfd, LineChannel(rep_r, req_w, MAX_REPLY_BYTES), scratch)
 
     def _start_worker(self) -> None:
         """Fork a worker for ``self.image`` (decoded first, unless it is the last one) and
@@ -435,7 +440,7 @@ def _grow_pipe(fd: int) -> None:
 
 def _sweep() -> None:
     """Wait until every process of this pid namespace but this one and pid 1 is gone, reaping
-    them. ``Jail._kill`` already sent them SIGKILL (``kill(-1)``, atomic with respect to
+    them. ``JailServer._kill`` already sent them SIGKILL (``kill(-1)``, atomic with respect to
     fork); stragglers get it again."""
     keep = {1, os.getpid()}
     deadline = time.monotonic() + _SWEEP_TIMEOUT
@@ -474,7 +479,7 @@ def main(argv: list[str]) -> int:
         chan.send({"failed": traceback.format_exc()}, None)
         return 1
     chan.send({"ready": True, "pid": os.getpid(), "uid": os.getuid()}, None)
-    Jail(chan, cfg, worker).serve()
+    JailServer(chan, cfg, worker).serve()
     return 0
 
 

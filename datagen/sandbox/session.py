@@ -93,8 +93,8 @@ def _image_spec(image: PILImage | bytes) -> tuple[Any, ...]:
     raise TypeError(f"image must be a PIL Image or encoded bytes, not {type(image).__name__}")
 
 
-class _Worker:
-    """One worker process plus its pipes and scratch dir."""
+class _ProcessWorker:
+    """Process mode: the parent's handle on one session's worker, its pipes and scratch dir."""
 
     def __init__(self, ctx: Any, image_spec: tuple[Any, ...], sandbox: Sandbox) -> None:
         self.scratch = tempfile.mkdtemp(prefix="datagen-sandbox-")
@@ -159,7 +159,7 @@ class _Worker:
         remove(self.scratch)
 
 
-def _describe_exit(w: _Worker) -> str:
+def _describe_exit(w: _ProcessWorker) -> str:
     code = w.exitcode if w.exitcode is not None else w.process.exitcode
     if code is None:
         return "worker died"
@@ -177,10 +177,10 @@ class _ProcessSession:
         self._image_spec = image_spec
         self._seq = 0
         # Start now, wait on first run(): the worker loads while the caller does other work.
-        self.worker: _Worker | None = self._spawn()
+        self.worker: _ProcessWorker | None = self._spawn()
 
-    def _spawn(self) -> _Worker:
-        return _Worker(self._sandbox._ctx, self._image_spec, self._sandbox)
+    def _spawn(self) -> _ProcessWorker:
+        return _ProcessWorker(self._sandbox._ctx, self._image_spec, self._sandbox)
 
     @property
     def pid(self) -> int | None:
