@@ -7,6 +7,7 @@ verified row or a reject with its reason, and the fake key never reaches a file.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -317,6 +318,19 @@ def test_a_config_file_gives_options_and_the_command_line_wins(tmp_path: Path) -
     assert "--n: must be a positive" in run("split: eval\nn: -1\n", "--split", "sft")
     assert "unknown option 'colour'" in run("colour: red\n")
     assert not (tmp_path / "o").exists()
+
+
+def test_the_tpm_estimate_counts_an_image_as_image_tokens_not_its_base64() -> None:
+    from datagen.teachers.openai_teacher import data_url
+
+    big = bytes(range(256)) * 400  # 100 KB of image: ~137k base64 characters
+    request = {"max_tokens": 512, "messages": [
+        {"role": "system", "content": "s" * 400},
+        {"role": "user", "content": [data_url(big), {"type": "text", "text": "q" * 40}]},
+        {"role": "assistant", "content": "a" * 41},
+        {"role": "user", "content": [{"type": "text", "text": "obs"}, data_url(big)]}]}
+    text = math.ceil((400 + 40 + 41 + 3) / chat_api.CHARS_PER_TOKEN)
+    assert chat_api.estimate_tokens(request) == 2 * chat_api.IMAGE_TOKENS + text + 512
 
 
 def test_token_bucket_waits_for_refill_and_zero_is_unlimited() -> None:
