@@ -1,23 +1,17 @@
-"""The build flow, run by Prefect for real (one test server for the session)."""
+"""The build flow, run by Prefect for real (on the session's test server)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from datagen.config import BuildConfig
 from datagen.pipeline.shards import completed_shards, prepare_output
 from flows.build import build
 
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_server() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def _load(out: Path) -> datasets.Dataset:

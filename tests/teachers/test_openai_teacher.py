@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -257,16 +257,8 @@ def test_both_llm_callers_want_a_key_and_say_so_alike(tmp_path: Path,
 
 # -- through the Prefect flow: the budget stops the build, a bad key stops it at once --------
 
-@pytest.fixture(scope="module")
-def prefect_server() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def test_max_cost_stops_planning_and_publishes_what_verified(tmp_path: Path, serve,
-                                                            prefect_server: None) -> None:
+                                                            prefect_harness: None) -> None:
     from flows.build import build
 
     tasks = {gold(BuildConfig(out=tmp_path / "x", shard_size=1, questions_per_scene=1), i)
@@ -289,7 +281,7 @@ def test_max_cost_stops_planning_and_publishes_what_verified(tmp_path: Path, ser
 
 
 def test_a_bad_key_stops_the_flow_without_retries(tmp_path: Path, serve,
-                                                  prefect_server: None) -> None:
+                                                  prefect_harness: None) -> None:
     from flows.build import build
 
     server = serve(lambda body: Reply(status=401, error="bad key"))
