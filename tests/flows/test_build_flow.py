@@ -133,7 +133,7 @@ def test_only_the_shards_the_pool_can_take_run_at_once(tmp_path: Path) -> None:
 
 def test_pool_workers_build_shards_without_loading_prefect() -> None:
     from flows.shard_pool import close_pool, shard_pool
-    from tests.flows.pool_probe import loaded
+    from tests.support.pool_probe import loaded
 
     # A module a worker imports costs memory in every worker for the whole build (Prefect:
     # ~36 MiB each); the orchestrator belongs to the process that owns the pool.

@@ -27,7 +27,7 @@ from datagen.records import Task
 from datagen.scenes.registry import get_family
 from datagen.teachers import chat_api
 from datagen.teachers.openai_teacher import parse_reply
-from tests.openai_server import FakeOpenAI, Reply, last_user_text
+from tests.support.openai_server import FakeOpenAI, Reply, last_user_text
 
 KEY = "sk-test-123"
 GOOD_CODE = ("w, h = input_image.size\n"

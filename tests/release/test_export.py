@@ -17,8 +17,8 @@ from datagen.cli import app
 from datagen.errors import UsageError
 from datagen.pipeline.rows import sft_table
 from datagen.release.export import content_parts, export_set
-from tests.rl_sets import rl_rows, write_rl_set
-from tests.test_validate import good_sft_row
+from tests.support.rl_sets import rl_rows, write_rl_set
+from tests.support.sft_sets import good_sft_row
 
 
 @pytest.fixture(scope="module")

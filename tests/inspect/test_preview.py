@@ -14,7 +14,7 @@ from PIL import Image
 
 from datagen.errors import UsageError
 from datagen.inspect.preview import write_preview
-from tests.sft_sets import build_sft_set, datagen, hub_layout_copy, read_rows
+from tests.support.sft_sets import build_sft_set, datagen, hub_layout_copy, read_rows
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

@@ -13,7 +13,7 @@ from PIL import Image
 from datagen.errors import UsageError
 from datagen.inspect.stats import FUNNEL, plot_summary, summarize, write_plots
 from datagen.release.published import open_published
-from tests.sft_sets import build_sft_set, datagen, hub_layout_copy, read_rows
+from tests.support.sft_sets import build_sft_set, datagen, hub_layout_copy, read_rows
 
 
 @pytest.fixture(scope="module")
