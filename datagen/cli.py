@@ -11,7 +11,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.table import Table
 
 from datagen.build_options import config_from, with_build_options
 from datagen.errors import DatagenError
+
+if TYPE_CHECKING:
+    from datagen.config import BuildConfig
 
 __all__ = ["app", "main"]
 
@@ -102,41 +105,58 @@ def build(
 
     Exit codes: 0 done, 1 the run failed, 2 bad options, 3 published fewer rows than --n.
     """
-    # The options above are how this run goes, not what it makes; BuildConfig's fields (made
-    # into options by with_build_options) arrive in **options. All are read from ``p``, where
-    # a --config file may have set those not given on the command line.
+    # The options above say how this run goes; BuildConfig's fields, made into options by
+    # with_build_options, say what it makes and arrive in **options. A --config file may give
+    # any of them that the command line did not, so all are read back from ``given``.
     from datagen.errors import UsageError
     from datagen.pipeline.shards import prepare_output
     from datagen.release.publish import check_sources
     from datagen.teachers.chat_api import openai_api_key
 
-    p = _with_config_file(ctx, config) if config is not None else dict(ctx.params)
-    if p["overwrite"] and p["resume"]:
+    given = _with_config_file(ctx, config) if config is not None else dict(ctx.params)
+    push, private = given["push"], given["private"]
+    overwrite, resume = given["overwrite"], given["resume"]
+    runner, address = given["runner"], given["address"]
+    quiet, json_out = given["quiet"], given["json_out"]
+    if overwrite and resume:
         raise UsageError("--overwrite and --resume exclude each other; pick one")
-    cfg = config_from(p, command=shlex.join(["datagen", *sys.argv[1:]]))
-    if cfg.teacher == "openai" or cfg.weak_model:  # before any work, not in a worker
+    cfg = config_from(given, command=shlex.join(["datagen", *sys.argv[1:]]))
+    # Everything that can be refused is checked before the output folder is touched.
+    if cfg.teacher == "openai" or cfg.weak_model:
         openai_api_key("--teacher openai" if cfg.teacher == "openai" else "--weak-model")
     check_sources(cfg)
-    if p["push"]:
+    if push:
         from datagen.release.hub import check_push
 
-        check_push(p["push"])
-    prepare_output(cfg, overwrite=p["overwrite"], resume=p["resume"])
-    show_progress = not (p["quiet"] or p["json_out"]) and out.is_terminal
-    if show_progress or p["quiet"] or p["json_out"]:
+        check_push(push)
+    prepare_output(cfg, overwrite=overwrite, resume=resume)
+    show_progress = not (quiet or json_out) and out.is_terminal
+    if show_progress or quiet or json_out:
         # Prefect's console logs would tear the bar or clutter scripts; its API logs stay.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     _prefect_defaults()
     from flows.build import run_build
 
-    with _progress(cfg, show_progress, p["runner"]):
-        report = run_build(cfg, p["runner"], p["address"])
+    with _progress(cfg, show_progress, runner):
+        report = run_build(cfg, runner, address)
+    _print_report(cfg, report, quiet=quiet, json_out=json_out)
+    if push:
+        from datagen.release.hub import push_folder
+
+        url = push_folder(cfg.out, push, private=private)
+        (err if json_out else out).print(f"pushed {cfg.out} to {push}: {url}", markup=False)
+    if any(rows < cfg.n for rows in report.by_split.values()):
+        raise typer.Exit(EXIT_SHORT)
+
+
+def _print_report(cfg: BuildConfig, report: Any, quiet: bool, json_out: bool) -> None:
+    """What a build says when it is done: the summary (or one JSON line) and its warnings."""
     s = report.stats
-    if p["json_out"]:
+    if json_out:
         sys.stdout.write(json.dumps({"out": str(report.out), "rows": report.by_split,
                                      "requested": cfg.n, "files": report.files, "stats": s},
                                     sort_keys=True, default=str) + "\n")
-    elif not p["quiet"]:
+    elif not quiet:
         out.print(_summary_table(report))
     if any(s.get(k) and s[k]["budget_spent"] for k in ("llm", "weak")):
         err.print(f"stopped early: --max-cost {cfg.max_cost:g} USD was spent; finished shards "
@@ -146,17 +166,67 @@ def build(
         if rows < cfg.n:
             err.print(f"warning: only {rows} of {cfg.n} {split} rows could be published",
                       markup=False)
-    if p["push"]:
-        from datagen.release.hub import push_folder
-
-        url = push_folder(cfg.out, p["push"], private=p["private"])
-        (err if p["json_out"] else out).print(f"pushed {cfg.out} to {p['push']}: {url}",
-                                              markup=False)
-    if any(rows < cfg.n for rows in report.by_split.values()):
-        raise typer.Exit(EXIT_SHORT)
 
 
-def _progress(cfg: Any, show: bool, runner: str) -> contextlib.AbstractContextManager[object]:
+def _summary_table(report: Any) -> Table:
+    """The run summary: per split its rows and funnel, then what was removed and where."""
+    s = report.stats
+    rows = ", ".join(f"{n} {split}" for split, n in report.by_split.items())
+    table = Table(title=f"{rows} rows published to {report.out}", show_header=False)
+    sft = s["splits"].get("sft")
+    if sft:
+        for label, value in [
+            ("SFT tasks attempted", sft["tasks"]), ("verified", sft["verified"]),
+            ("acceptance rate", f"{100 * sft['acceptance_rate']:.1f} %"),
+            ("rejects", ", ".join(f"{k} {v}" for k, v in sft["reject_reasons"].items())
+             or "none"),
+            ("sandbox mode", s["sandbox_mode"]),
+        ]:
+            table.add_row(label, str(value))
+    rl = s["splits"].get("rl")
+    if rl:
+        table.add_row("RL tasks posed", str(rl["tasks"]))
+        table.add_row("RL difficulty", ", ".join(f"{k} {v}" for k, v in
+                                                 rl["by_difficulty"].items()))
+    removed = ", ".join(f"{k} {v}" for k, v in s["removed"].items() if v) or "none"
+    table.add_row("removed", removed)
+    for label, value in [*_llm_rows(s.get("llm")),
+                         *_weak_rows(s.get("weak"), sum(c.get("trivial_rows", 0)
+                                                        for c in s["splits"].values())),
+                         ("card", report.out / "README.md"),
+                         ("rejects file", report.out / "rejects.jsonl")]:
+        table.add_row(label, str(value))
+    return table
+
+
+def _llm_rows(llm: dict[str, Any] | None) -> list[tuple[str, object]]:
+    """The summary's rows on the LLM teacher (none for the scripted one)."""
+    if not llm:
+        return []
+    return [
+        ("teacher model", f"{llm['model']} at {llm['endpoint']}"),
+        ("tries", f"{llm['attempts']} (at most {llm['attempts_per_task']} per task)"),
+        ("API calls", f"{llm['api_calls']} paid, {llm['cached_calls']} cached"),
+        ("tokens", f"{llm['prompt_tokens']} prompt, {llm['completion_tokens']} completion"),
+        ("cost", f"{llm['cost_usd']:.4f} USD" + (f" of {llm['max_cost']:g} allowed"
+                                                  if llm["max_cost"] else "")),
+    ]
+
+
+def _weak_rows(weak: dict[str, Any] | None, trivial: int) -> list[tuple[str, object]]:
+    """The summary's rows on the weak model (none without --weak-model)."""
+    if not weak:
+        return []
+    return [
+        ("weak model", f"{weak['model']} at {weak['endpoint']}, {weak['samples']} per task"),
+        ("weak model calls", f"{weak['api_calls']} paid, {weak['cached_calls']} cached, "
+                             f"{weak['cost_usd']:.4f} USD"),
+        ("trivial rows", trivial),
+    ]
+
+
+def _progress(cfg: BuildConfig, show: bool,
+              runner: str) -> contextlib.AbstractContextManager[object]:
     """A live progress bar over the build's tasks when ``show``, else nothing.
 
     The local pool reports each finished task; on Dask the bar moves as shards finish.
@@ -206,37 +276,6 @@ def deploy(
     from flows.deploy import serve_deployments
 
     serve_deployments(root, only, limit)
-
-
-def _summary_table(report: Any) -> Table:
-    """The run summary: per split its rows and funnel, then what was removed and where."""
-    s = report.stats
-    rows = ", ".join(f"{n} {split}" for split, n in report.by_split.items())
-    table = Table(title=f"{rows} rows published to {report.out}", show_header=False)
-    sft = s["splits"].get("sft")
-    if sft:
-        for label, value in [
-            ("SFT tasks attempted", sft["tasks"]), ("verified", sft["verified"]),
-            ("acceptance rate", f"{100 * sft['acceptance_rate']:.1f} %"),
-            ("rejects", ", ".join(f"{k} {v}" for k, v in sft["reject_reasons"].items())
-             or "none"),
-            ("sandbox mode", s["sandbox_mode"]),
-        ]:
-            table.add_row(label, str(value))
-    rl = s["splits"].get("rl")
-    if rl:
-        table.add_row("RL tasks posed", str(rl["tasks"]))
-        table.add_row("RL difficulty", ", ".join(f"{k} {v}" for k, v in
-                                                 rl["by_difficulty"].items()))
-    removed = ", ".join(f"{k} {v}" for k, v in s["removed"].items() if v) or "none"
-    table.add_row("removed", removed)
-    for label, value in [*_llm_rows(s.get("llm")),
-                         *_weak_rows(s.get("weak"), sum(c.get("trivial_rows", 0)
-                                                        for c in s["splits"].values())),
-                         ("card", report.out / "README.md"),
-                         ("rejects file", report.out / "rejects.jsonl")]:
-        table.add_row(label, str(value))
-    return table
 
 
 @app.command()
@@ -368,30 +407,6 @@ def verify(
         raise RunError(f"{path}: {len(bad)} of {report.rows} rows do not re-verify (rows "
                        f"{', '.join(map(str, bad[:20]))}{' ...' if len(bad) > 20 else ''})")
     out.print(f"{path}: every row re-verified", markup=False, highlight=False, soft_wrap=True)
-
-
-def _llm_rows(llm: dict[str, Any] | None) -> list[tuple[str, object]]:
-    if not llm:
-        return []
-    return [
-        ("teacher model", f"{llm['model']} at {llm['endpoint']}"),
-        ("tries", f"{llm['attempts']} (at most {llm['attempts_per_task']} per task)"),
-        ("API calls", f"{llm['api_calls']} paid, {llm['cached_calls']} cached"),
-        ("tokens", f"{llm['prompt_tokens']} prompt, {llm['completion_tokens']} completion"),
-        ("cost", f"{llm['cost_usd']:.4f} USD" + (f" of {llm['max_cost']:g} allowed"
-                                                  if llm["max_cost"] else "")),
-    ]
-
-
-def _weak_rows(weak: dict[str, Any] | None, trivial: int) -> list[tuple[str, object]]:
-    if not weak:
-        return []
-    return [
-        ("weak model", f"{weak['model']} at {weak['endpoint']}, {weak['samples']} per task"),
-        ("weak model calls", f"{weak['api_calls']} paid, {weak['cached_calls']} cached, "
-                             f"{weak['cost_usd']:.4f} USD"),
-        ("trivial rows", trivial),
-    ]
 
 
 def main() -> None:
