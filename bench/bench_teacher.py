@@ -19,12 +19,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.openai_server
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support.openai_server
 
 from datagen.config import BuildConfig  # noqa: E402
 from datagen.scenes.registry import get_family  # noqa: E402
 from datagen.teachers.openai_teacher import OpenAITeacher  # noqa: E402
-from tests.openai_server import FakeOpenAI, Reply  # noqa: E402
+from tests.support.openai_server import FakeOpenAI, Reply  # noqa: E402
 
 
 def rate(url: str, out: Path, tasks: list, concurrency: int, latency: float,

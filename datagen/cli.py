@@ -11,13 +11,17 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from datagen.build_options import config_from, with_build_options
 from datagen.errors import DatagenError
+
+if TYPE_CHECKING:
+    from datagen.config import BuildConfig
 
 __all__ = ["app", "main"]
 
@@ -57,10 +61,13 @@ def _with_config_file(ctx: typer.Context, path: Path) -> dict[str, Any]:
         raise UsageError(f"--config {path}: cannot read it ({reason})") from None
     if not isinstance(data, dict):
         raise UsageError(f"--config {path}: expected a mapping of option names to values")
+    # Any name of an option (--family, --json) or its parameter (json_out) names it.
+    names = {opt.lstrip("-").replace("-", "_"): param.name
+             for param in ctx.command.params for opt in [*param.opts, f"--{param.name}"]}
     params = dict(ctx.params)
     for key, value in data.items():
-        name = {"out": "out_dir"}.get(str(key).replace("-", "_"), str(key).replace("-", "_"))
-        if name not in params or name == "config":
+        name = names.get(str(key).replace("-", "_"))
+        if name is None or name == "config":
             raise UsageError(f"--config {path}: unknown option {key!r}")
         source = ctx.get_parameter_source(name)  # typer ships its own click: compare names
         if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
@@ -69,73 +76,10 @@ def _with_config_file(ctx: typer.Context, path: Path) -> dict[str, Any]:
 
 
 @app.command()
+@with_build_options
 def build(
     ctx: typer.Context,
-    split: Annotated[str, typer.Option(
-        help="Which set to build: sft, rl, or all (both, with no scene in common).")] = "sft",
-    n: Annotated[int, typer.Option(
-        help="Rows to publish (per split with --split all).")] = 500,
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("data/demo"),
-    families: Annotated[str, typer.Option(
-        "--families", "--family", help="Scene families, comma-separated: chart, geometry, search.",
-    )] = "chart",
-    teacher: Annotated[str, typer.Option(
-        help="Teacher: scripted (offline) or openai (an OpenAI-compatible endpoint).",
-    )] = "scripted",
-    model: Annotated[str, typer.Option(help="Model name for --teacher openai.")] = "",
-    base_url: Annotated[str | None, typer.Option(
-        help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 "
-             "(default: OpenAI). The key is read from OPENAI_API_KEY.")] = None,
-    attempts: Annotated[int | None, typer.Option(
-        help="Tries per task; the first verified one is kept (default 1 scripted, 4 openai).",
-    )] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
-    concurrency: Annotated[int, typer.Option(
-        help="API requests in flight per worker process.")] = 8,
-    rpm: Annotated[int, typer.Option(help="Requests per minute, 0 = unlimited.")] = 0,
-    tpm: Annotated[int, typer.Option(help="Tokens per minute, 0 = unlimited.")] = 0,
-    max_cost: Annotated[float, typer.Option(
-        help="Stop paying for new calls after this many USD, 0 = unlimited.")] = 0.0,
-    price_in: Annotated[float | None, typer.Option(
-        help="USD per 1M prompt tokens (default: known models' list price).")] = None,
-    price_out: Annotated[float | None, typer.Option(
-        help="USD per 1M completion tokens.")] = None,
-    request_timeout: Annotated[float, typer.Option(help="Seconds per API request.")] = 120.0,
-    weak_model: Annotated[str, typer.Option(
-        help="A weaker model that answers each task without tools; its pass rate sets the "
-             "difficulty (any teacher).")] = "",
-    weak_base_url: Annotated[str | None, typer.Option(
-        help="Endpoint of --weak-model (default: --base-url).")] = None,
-    weak_samples: Annotated[int, typer.Option(
-        help="Answers of --weak-model per task.")] = 4,
-    seed: Annotated[int, typer.Option(help="Run seed: same seed and options, same rows.")] = 0,
-    workers: Annotated[int, typer.Option(help="Worker processes (default: all cores).")] = 0,
-    shard_size: Annotated[int, typer.Option(help="Scenes per shard.")] = 16,
-    questions_per_scene: Annotated[int, typer.Option(help="Questions per scene.")] = 3,
-    cell_timeout: Annotated[float, typer.Option(help="Seconds per code cell.")] = 15.0,
-    max_side: Annotated[int, typer.Option(
-        help="Longest side of visual-search images (1024–4096 px by default, or beyond).")] = 4096,
-    clutter: Annotated[float, typer.Option(
-        help="Distractor density multiplier for visual search.")] = 1.0,
-    dedup_radius: Annotated[int, typer.Option(
-        help="Image hash bits within which two images count as the same (0-12).")] = 4,
-    text_threshold: Annotated[float, typer.Option(
-        help="Question similarity (MinHash Jaccard) from which two wordings are the same.",
-    )] = 0.8,
-    image_hash: Annotated[str, typer.Option(help="Image hash: phash or dhash.")] = "phash",
-    exclude: Annotated[list[Path] | None, typer.Option(
-        help="A dataset folder built before (e.g. the SFT set) whose scenes and images this "
-             "build must not use; repeatable.")] = None,
-    decontaminate: Annotated[list[str] | None, typer.Option(
-        help="A benchmark (save_to_disk folder, image folder, parquet/JSON lines, or Hub id) "
-             "whose images and questions must not appear; repeatable.")] = None,
-    contam_ngram: Annotated[int, typer.Option(
-        help="Words a question may not share in a row with a benchmark question.")] = 8,
-    rl_mix: Annotated[str, typer.Option(
-        help="RL difficulty mix, e.g. easy=0.2,medium=0.4,hard=0.4.")] =
-        "easy=0.2,medium=0.4,hard=0.4",
-    keep_trivial: Annotated[bool, typer.Option(
-        help="Keep RL tasks a weak model always solved (left out by default).")] = False,
+    *,
     push: Annotated[str | None, typer.Option(
         "--push", help="After publishing, upload the folder to this Hub dataset repo "
                        "(ORG/NAME).")] = None,
@@ -155,54 +99,64 @@ def build(
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print one JSON line (out, rows, files, stats) on stdout and nothing "
                        "else there.")] = False,
+    **options: Any,
 ) -> None:
     """Build a verified dataset folder (Hugging Face layout) in --out.
 
     Exit codes: 0 done, 1 the run failed, 2 bad options, 3 published fewer rows than --n.
     """
-    from datagen.config import BuildConfig
+    # The options above say how this run goes; BuildConfig's fields, made into options by
+    # with_build_options, say what it makes and arrive in **options. A --config file may give
+    # any of them that the command line did not, so all are read back from ``given``.
     from datagen.errors import UsageError
     from datagen.pipeline.shards import prepare_output
     from datagen.release.select import check_sources
+    from datagen.teachers.chat_api import openai_api_key
 
-    p = _with_config_file(ctx, config) if config is not None else dict(ctx.params)
-    run_opts = {k: p.pop(k) for k in ("runner", "address", "quiet", "json_out")}
-    if p["overwrite"] and p["resume"]:
+    given = _with_config_file(ctx, config) if config is not None else dict(ctx.params)
+    push, private = given["push"], given["private"]
+    overwrite, resume = given["overwrite"], given["resume"]
+    runner, address = given["runner"], given["address"]
+    quiet, json_out = given["quiet"], given["json_out"]
+    if overwrite and resume:
         raise UsageError("--overwrite and --resume exclude each other; pick one")
-    options = {k: v for k, v in p.items()
-               if k not in ("out_dir", "workers", "overwrite", "resume", "config", "push",
-                            "private")}
-    options.update(out=p["out_dir"], command=shlex.join(["datagen", *sys.argv[1:]]),
-                   exclude=tuple(p["exclude"] or ()),
-                   decontaminate=tuple(p["decontaminate"] or ()))
-    if p["workers"]:
-        options["workers"] = p["workers"]
-    cfg = BuildConfig.from_options(**options)
-    if (cfg.teacher == "openai" or cfg.weak_model) and not os.environ.get("OPENAI_API_KEY"):
-        what = "--teacher openai" if cfg.teacher == "openai" else "--weak-model"
-        raise UsageError(f"{what} needs an API key: set OPENAI_API_KEY (for a local "
-                         "server any value works, e.g. OPENAI_API_KEY=none)")
+    cfg = config_from(given, command=shlex.join(["datagen", *sys.argv[1:]]))
+    # Everything that can be refused is checked before the output folder is touched.
+    if cfg.teacher == "openai" or cfg.weak_model:
+        openai_api_key("--teacher openai" if cfg.teacher == "openai" else "--weak-model")
     check_sources(cfg)
-    if p["push"]:
+    if push:
         from datagen.release.hub import check_push
 
-        check_push(p["push"])
-    prepare_output(cfg, overwrite=p["overwrite"], resume=p["resume"])
-    show_progress = not (run_opts["quiet"] or run_opts["json_out"]) and out.is_terminal
-    if show_progress or run_opts["quiet"] or run_opts["json_out"]:
+        check_push(push)
+    prepare_output(cfg, overwrite=overwrite, resume=resume)
+    show_progress = not (quiet or json_out) and out.is_terminal
+    if show_progress or quiet or json_out:
         # Prefect's console logs would tear the bar or clutter scripts; its API logs stay.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     _prefect_defaults()
     from flows.build import run_build
 
-    with _progress(cfg, show_progress, run_opts["runner"]):
-        report = run_build(cfg, run_opts["runner"], run_opts["address"])
+    with _progress(cfg, show_progress, runner):
+        report = run_build(cfg, runner, address)
+    _print_report(cfg, report, quiet=quiet, json_out=json_out)
+    if push:
+        from datagen.release.hub import push_folder
+
+        url = push_folder(cfg.out, push, private=private)
+        (err if json_out else out).print(f"pushed {cfg.out} to {push}: {url}", markup=False)
+    if any(rows < cfg.n for rows in report.by_split.values()):
+        raise typer.Exit(EXIT_SHORT)
+
+
+def _print_report(cfg: BuildConfig, report: Any, quiet: bool, json_out: bool) -> None:
+    """What a build says when it is done: the summary (or one JSON line) and its warnings."""
     s = report.stats
-    if run_opts["json_out"]:
+    if json_out:
         sys.stdout.write(json.dumps({"out": str(report.out), "rows": report.by_split,
                                      "requested": cfg.n, "files": report.files, "stats": s},
                                     sort_keys=True, default=str) + "\n")
-    elif not run_opts["quiet"]:
+    elif not quiet:
         out.print(_summary_table(report))
     if any(s.get(k) and s[k]["budget_spent"] for k in ("llm", "weak")):
         err.print(f"stopped early: --max-cost {cfg.max_cost:g} USD was spent; finished shards "
@@ -212,17 +166,67 @@ def build(
         if rows < cfg.n:
             err.print(f"warning: only {rows} of {cfg.n} {split} rows could be published",
                       markup=False)
-    if p["push"]:
-        from datagen.release.hub import push_folder
-
-        url = push_folder(cfg.out, p["push"], private=p["private"])
-        (err if run_opts["json_out"] else out).print(f"pushed {cfg.out} to {p['push']}: {url}",
-                                                     markup=False)
-    if any(rows < cfg.n for rows in report.by_split.values()):
-        raise typer.Exit(EXIT_SHORT)
 
 
-def _progress(cfg: Any, show: bool, runner: str) -> contextlib.AbstractContextManager[object]:
+def _summary_table(report: Any) -> Table:
+    """The run summary: per split its rows and funnel, then what was removed and where."""
+    s = report.stats
+    rows = ", ".join(f"{n} {split}" for split, n in report.by_split.items())
+    table = Table(title=f"{rows} rows published to {report.out}", show_header=False)
+    sft = s["splits"].get("sft")
+    if sft:
+        for label, value in [
+            ("SFT tasks attempted", sft["tasks"]), ("verified", sft["verified"]),
+            ("acceptance rate", f"{100 * sft['acceptance_rate']:.1f} %"),
+            ("rejects", ", ".join(f"{k} {v}" for k, v in sft["reject_reasons"].items())
+             or "none"),
+            ("sandbox mode", s["sandbox_mode"]),
+        ]:
+            table.add_row(label, str(value))
+    rl = s["splits"].get("rl")
+    if rl:
+        table.add_row("RL tasks posed", str(rl["tasks"]))
+        table.add_row("RL difficulty", ", ".join(f"{k} {v}" for k, v in
+                                                 rl["by_difficulty"].items()))
+    removed = ", ".join(f"{k} {v}" for k, v in s["removed"].items() if v) or "none"
+    table.add_row("removed", removed)
+    for label, value in [*_llm_rows(s.get("llm")),
+                         *_weak_rows(s.get("weak"), sum(c.get("trivial_rows", 0)
+                                                        for c in s["splits"].values())),
+                         ("card", report.out / "README.md"),
+                         ("rejects file", report.out / "rejects.jsonl")]:
+        table.add_row(label, str(value))
+    return table
+
+
+def _llm_rows(llm: dict[str, Any] | None) -> list[tuple[str, object]]:
+    """The summary's rows on the LLM teacher (none for the scripted one)."""
+    if not llm:
+        return []
+    return [
+        ("teacher model", f"{llm['model']} at {llm['endpoint']}"),
+        ("tries", f"{llm['attempts']} (at most {llm['attempts_per_task']} per task)"),
+        ("API calls", f"{llm['api_calls']} paid, {llm['cached_calls']} cached"),
+        ("tokens", f"{llm['prompt_tokens']} prompt, {llm['completion_tokens']} completion"),
+        ("cost", f"{llm['cost_usd']:.4f} USD" + (f" of {llm['max_cost']:g} allowed"
+                                                  if llm["max_cost"] else "")),
+    ]
+
+
+def _weak_rows(weak: dict[str, Any] | None, trivial: int) -> list[tuple[str, object]]:
+    """The summary's rows on the weak model (none without --weak-model)."""
+    if not weak:
+        return []
+    return [
+        ("weak model", f"{weak['model']} at {weak['endpoint']}, {weak['samples']} per task"),
+        ("weak model calls", f"{weak['api_calls']} paid, {weak['cached_calls']} cached, "
+                             f"{weak['cost_usd']:.4f} USD"),
+        ("trivial rows", trivial),
+    ]
+
+
+def _progress(cfg: BuildConfig, show: bool,
+              runner: str) -> contextlib.AbstractContextManager[object]:
     """A live progress bar over the build's tasks when ``show``, else nothing.
 
     The local pool reports each finished task; on Dask the bar moves as shards finish.
@@ -272,37 +276,6 @@ def deploy(
     from flows.deploy import serve_deployments
 
     serve_deployments(root, only, limit)
-
-
-def _summary_table(report: Any) -> Table:
-    """The run summary: per split its rows and funnel, then what was removed and where."""
-    s = report.stats
-    rows = ", ".join(f"{n} {split}" for split, n in report.by_split.items())
-    table = Table(title=f"{rows} rows published to {report.out}", show_header=False)
-    sft = s["splits"].get("sft")
-    if sft:
-        for label, value in [
-            ("SFT tasks attempted", sft["tasks"]), ("verified", sft["verified"]),
-            ("acceptance rate", f"{100 * sft['acceptance_rate']:.1f} %"),
-            ("rejects", ", ".join(f"{k} {v}" for k, v in sft["reject_reasons"].items())
-             or "none"),
-            ("sandbox mode", s["sandbox_mode"]),
-        ]:
-            table.add_row(label, str(value))
-    rl = s["splits"].get("rl")
-    if rl:
-        table.add_row("RL tasks posed", str(rl["tasks"]))
-        table.add_row("RL difficulty", ", ".join(f"{k} {v}" for k, v in
-                                                 rl["by_difficulty"].items()))
-    removed = ", ".join(f"{k} {v}" for k, v in s["removed"].items() if v) or "none"
-    table.add_row("removed", removed)
-    for label, value in [*_llm_rows(s.get("llm")),
-                         *_weak_rows(s.get("weak"), sum(c.get("trivial_rows", 0)
-                                                        for c in s["splits"].values())),
-                         ("card", report.out / "README.md"),
-                         ("rejects file", report.out / "rejects.jsonl")]:
-        table.add_row(label, str(value))
-    return table
 
 
 @app.command()
@@ -434,30 +407,6 @@ def verify(
         raise RunError(f"{path}: {len(bad)} of {report.rows} rows do not re-verify (rows "
                        f"{', '.join(map(str, bad[:20]))}{' ...' if len(bad) > 20 else ''})")
     out.print(f"{path}: every row re-verified", markup=False, highlight=False, soft_wrap=True)
-
-
-def _llm_rows(llm: dict[str, Any] | None) -> list[tuple[str, object]]:
-    if not llm:
-        return []
-    return [
-        ("teacher model", f"{llm['model']} at {llm['endpoint']}"),
-        ("tries", f"{llm['attempts']} (at most {llm['attempts_per_task']} per task)"),
-        ("API calls", f"{llm['api_calls']} paid, {llm['cached_calls']} cached"),
-        ("tokens", f"{llm['prompt_tokens']} prompt, {llm['completion_tokens']} completion"),
-        ("cost", f"{llm['cost_usd']:.4f} USD" + (f" of {llm['max_cost']:g} allowed"
-                                                  if llm["max_cost"] else "")),
-    ]
-
-
-def _weak_rows(weak: dict[str, Any] | None, trivial: int) -> list[tuple[str, object]]:
-    if not weak:
-        return []
-    return [
-        ("weak model", f"{weak['model']} at {weak['endpoint']}, {weak['samples']} per task"),
-        ("weak model calls", f"{weak['api_calls']} paid, {weak['cached_calls']} cached, "
-                             f"{weak['cost_usd']:.4f} USD"),
-        ("trivial rows", trivial),
-    ]
 
 
 def main() -> None:

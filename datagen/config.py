@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -19,7 +19,7 @@ from datagen.errors import UsageError
 from datagen.scenes import FAMILY_NAMES
 
 __all__ = ["DEFAULT_BASE_URL", "PRICES", "RL_SCENE_BASE", "SPLITS", "TEACHER_NAMES", "BuildConfig",
-           "ShardPlace", "public_url"]
+           "Flag", "ShardPlace", "public_url"]
 
 SPLITS = ("sft", "rl")
 TEACHER_NAMES = ("scripted", "openai")
@@ -58,62 +58,100 @@ class ShardPlace:
     number: int
 
 
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """How a ``BuildConfig`` field is written on the ``datagen build`` command line.
+
+    Every field is a build option named after it (``shard_size`` is ``--shard-size``) with the
+    field's default, and the field's description as its help; this annotation says what the
+    command line does differently (``datagen.build_options`` turns fields into options).
+    """
+
+    names: tuple[str, ...] = ()  # the option's names if not --field-name; the first is shown
+    # "comma": one string, comma-separated; "mix": easy=0.2,...; "repeat": the option repeated.
+    form: Literal["value", "comma", "mix", "repeat"] = "value"
+    # For a default computed by BuildConfig (``default_factory``): the value that asks for it.
+    unset: object = None
+    internal: bool = False  # not an option at all (the comment at the field says why)
+
+
 class BuildConfig(BaseModel):
-    """Everything ``datagen build`` needs to know."""
+    """Everything ``datagen build`` needs to know.
+
+    Each field is one ``datagen build`` option: add an option here, once, with its help as the
+    description (and a ``Flag`` if the command line writes it differently).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    split: Literal["sft", "rl", "all"] = "sft"
-    n: int = Field(500, description="rows to publish (per split with --split all)")
-    out: Path = Path("data/demo")
-    families: tuple[str, ...] = ("chart",)
-    teacher: str = "scripted"
-    seed: int = 0
-    shard_size: int = Field(16, description="scenes per shard")
-    questions_per_scene: int = 3
-    max_turns: int = 6
-    cell_timeout: float = 15.0
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
-    max_side: int = Field(4096, ge=512, description="longest side of visual-search images")
-    clutter: float = Field(1.0, gt=0, le=10, description="distractor density multiplier")
+    split: Literal["sft", "rl", "all"] = Field(
+        "sft", description="Which set to build: sft, rl, or all (both, with no scene in common).")
+    n: int = Field(500, description="Rows to publish (per split with --split all).")
+    out: Path = Field(Path("data/demo"), description="Output folder.")
+    families: Annotated[tuple[str, ...], Flag(("--families", "--family"), form="comma")] = Field(
+        ("chart",), description="Scene families, comma-separated: chart, geometry, search.")
+    teacher: str = Field("scripted", description="Teacher: scripted (offline) or openai (an "
+                         "OpenAI-compatible endpoint).")
+    seed: int = Field(0, description="Run seed: same seed and options, same rows.")
+    shard_size: int = Field(16, description="Scenes per shard.")
+    questions_per_scene: int = Field(3, description="Questions per scene.")
+    # Not an option: the SFT format allows at most 6 assistant turns; tests lower it.
+    max_turns: Annotated[int, Flag(internal=True)] = 6
+    cell_timeout: float = Field(15.0, description="Seconds per code cell.")
+    workers: Annotated[int, Flag(unset=0)] = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        description="Worker processes (default: all cores).")
+    max_side: int = Field(4096, ge=512, description="Longest side of visual-search images "
+                          "(1024–4096 px by default, or beyond).")
+    clutter: float = Field(1.0, gt=0, le=10,
+                           description="Distractor density multiplier for visual search.")
     # LLM teacher (--teacher openai); the API key comes from OPENAI_API_KEY, never from here.
-    model: str = ""
-    base_url: str | None = None
-    attempts: int = Field(1, description="tries per task; the first verified one is kept")
-    temperature: float = Field(0.7, ge=0, le=2)
-    concurrency: int = Field(8, description="requests in flight per process")
-    rpm: int = Field(0, ge=0, description="requests per minute, 0 = unlimited")
-    tpm: int = Field(0, ge=0, description="tokens per minute, 0 = unlimited")
-    max_cost: float = Field(0.0, ge=0, description="USD for new calls, 0 = unlimited")
-    price_in: float | None = Field(None, ge=0, description="USD per 1M prompt tokens")
-    price_out: float | None = Field(None, ge=0, description="USD per 1M completion tokens")
-    request_timeout: float = Field(120.0, gt=0, description="seconds per API request")
+    model: str = Field("", description="Model name for --teacher openai.")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. "
+                                 "http://localhost:8000/v1 (default: OpenAI). The key is read "
+                                 "from OPENAI_API_KEY.")
+    attempts: Annotated[int, Flag(unset=None)] = Field(
+        default_factory=lambda data: _DEFAULT_ATTEMPTS.get(str(data.get("teacher")), 1),
+        description="Tries per task; the first verified one is kept (default 1 scripted, "
+                    "4 openai).")
+    temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature.")
+    concurrency: int = Field(8, description="API requests in flight per worker process.")
+    rpm: int = Field(0, ge=0, description="Requests per minute, 0 = unlimited.")
+    tpm: int = Field(0, ge=0, description="Tokens per minute, 0 = unlimited.")
+    max_cost: float = Field(0.0, ge=0, description="Stop paying for new calls after this many "
+                            "USD, 0 = unlimited.")
+    price_in: float | None = Field(None, ge=0, description="USD per 1M prompt tokens (default: "
+                                   "known models' list price).")
+    price_out: float | None = Field(None, ge=0, description="USD per 1M completion tokens.")
+    request_timeout: float = Field(120.0, gt=0, description="Seconds per API request.")
     # Weak-to-strong difficulty: a weaker model answers each task without tools.
-    weak_model: str = Field("", description="model whose pass rate labels difficulty")
-    weak_base_url: str | None = None
-    weak_samples: int = Field(4, description="answers of the weak model per task")
+    weak_model: str = Field("", description="A weaker model that answers each task without "
+                            "tools; its pass rate sets the difficulty (any teacher).")
+    weak_base_url: str | None = Field(None, description="Endpoint of --weak-model (default: "
+                                      "--base-url).")
+    weak_samples: int = Field(4, description="Answers of --weak-model per task.")
     # Publishing: dedup, disjointness, decontamination, RL mix. They change which rows are
     # published, not what a shard holds, so a build can be republished under new ones.
-    dedup_radius: int = Field(4, ge=0, le=12, description="image hash bits within which two "
-                              "images are the same")
-    text_threshold: float = Field(0.8, ge=0.3, le=1.0, description="question similarity "
-                                  "(MinHash Jaccard) from which two wordings are the same")
-    image_hash: Literal["phash", "dhash"] = "phash"
-    exclude: tuple[Path, ...] = ()
-    decontaminate: tuple[str, ...] = ()
-    contam_ngram: int = Field(8, ge=3, le=50, description="words a question may share with a "
-                              "benchmark question")
-    rl_mix: tuple[tuple[str, float], ...] = DEFAULT_RL_MIX
-    keep_trivial: bool = False
-    command: str = ""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_attempts(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("attempts") is None:
-            teacher = data.get("teacher", "scripted")
-            data = {**data, "attempts": _DEFAULT_ATTEMPTS.get(str(teacher), 1)}
-        return data
+    dedup_radius: int = Field(4, ge=0, le=12, description="Image hash bits within which two "
+                              "images count as the same (0-12).")
+    text_threshold: float = Field(0.8, ge=0.3, le=1.0, description="Question similarity "
+                                  "(MinHash Jaccard) from which two wordings are the same.")
+    image_hash: Literal["phash", "dhash"] = Field("phash",
+                                                  description="Image hash: phash or dhash.")
+    exclude: Annotated[tuple[Path, ...], Flag(form="repeat")] = Field(
+        (), description="A dataset folder built before (e.g. the SFT set) whose scenes and "
+                        "images this build must not use; repeatable.")
+    decontaminate: Annotated[tuple[str, ...], Flag(form="repeat")] = Field(
+        (), description="A benchmark (save_to_disk folder, image folder, parquet/JSON lines, or "
+                        "Hub id) whose images and questions must not appear; repeatable.")
+    contam_ngram: int = Field(8, ge=3, le=50, description="Words a question may not share in a "
+                              "row with a benchmark question.")
+    rl_mix: Annotated[tuple[tuple[str, float], ...], Flag(form="mix")] = Field(
+        DEFAULT_RL_MIX, description="RL difficulty mix, e.g. easy=0.2,medium=0.4,hard=0.4.")
+    keep_trivial: bool = Field(False, description="Keep RL tasks a weak model always solved "
+                               "(left out by default).")
+    # Not an option: the CLI sets it to the command line itself, for the card.
+    command: Annotated[str, Flag(internal=True)] = ""
 
     @field_validator("n", "shard_size", "questions_per_scene", "workers", "max_turns",
                      "attempts", "concurrency", "weak_samples")

@@ -25,8 +25,6 @@ from datagen.memory import release_memory
 
 __all__ = ["PublishedSet", "open_published", "row_images", "row_tolerance"]
 
-# Rows published before the matcher was recorded: the build's tolerance for numbers is 1 %.
-_DEFAULT_NUMBER_TOLERANCE = 0.01
 _TOLERANCE = re.compile(r"rel_tol=([0-9.eE+-]+)")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _BATCH = 16  # rows read at a time: 16 visual-search rows with their images are ~80 MB
@@ -38,12 +36,13 @@ def row_images(row: dict[str, Any]) -> list[bytes]:
 
 
 def row_tolerance(row: dict[str, Any]) -> float:
-    """The tolerance the build matched this row's answer with (from ``verification.matcher``)."""
+    """The tolerance the build matched this row's answer with (from ``verification.matcher``).
+
+    Every number row records one (``number(rel_tol=0.01)``); other answer types match exactly.
+    """
     matcher = (row.get("verification") or {}).get("matcher") or ""
     found = _TOLERANCE.search(matcher)
-    if found:
-        return float(found.group(1))
-    return _DEFAULT_NUMBER_TOLERANCE if row.get("answer_type") == "number" else 0.0
+    return float(found.group(1)) if found else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +119,7 @@ class PublishedSet:
                 record = json.loads(line)
             except ValueError:
                 continue  # a hand-edited or truncated line must not hide the others
-            # Records from before the RL split existed carry no "split": they are SFT ones.
-            if isinstance(record, dict) and record.get("split", "sft") == self.config:
+            if isinstance(record, dict) and record.get("split") == self.config:
                 records.append(record)
         return records
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a small build config and one sandbox for the whole session."""
+"""Shared fixtures: a small build config, one sandbox and one Prefect test server a session."""
 
 from __future__ import annotations
 
@@ -21,6 +21,15 @@ def sandbox() -> Iterator[Sandbox]:
     """One sandbox (one forkserver) shared by the tests that execute code."""
     with Sandbox(timeout=10.0) as sb:
         yield sb
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """Prefect's test server and database, started once for the tests that run flows."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
 
 
 @pytest.fixture

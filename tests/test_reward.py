@@ -14,7 +14,7 @@ from datagen.reward import (
     difficulty_factor,
     tool_calls,
 )
-from tests.rl_sets import rl_rows
+from tests.support.rl_sets import rl_rows
 
 OK = "<tool_response>\nCode execution successful, output:\n(640, 480)\n</tool_response>"
 FAILED = "<tool_response>\nExecution error: NameError: name 'x' is not defined\n</tool_response>"

@@ -31,7 +31,7 @@ from datagen.errors import UsageError
 from datagen.paths import WORK_DIR_NAME
 from datagen.records import RL_FEATURES, SFT_FEATURES
 
-__all__ = ["Config", "Problem", "ValidationReport", "check_rows", "check_table",
+__all__ = ["Config", "Problem", "ValidationReport", "check_rows", "check_table", "config_of",
            "dataset_files", "validate_path"]
 
 Config = Literal["sft", "rl"]
@@ -246,7 +246,12 @@ def _batches(table: pa.Table) -> Iterator[tuple[int, pa.RecordBatch]]:
         offset += batch.num_rows
 
 
-def _config_of(path: Path, schema: pa.Schema) -> Config | None:
+def config_of(path: Path, schema: pa.Schema) -> Config | None:
+    """Which set a parquet file holds: by its name (``sft-…``, ``rl-…``), else its columns.
+
+    The name wins because publish writes it and an export may rename columns (codedance's RL
+    rows carry ``messages``); a file with neither name nor column is None, not a guess.
+    """
     for config in ("sft", "rl"):
         if path.name.startswith(f"{config}-") or path.name.startswith(f"{config}."):
             return config  # type: ignore[return-value]
@@ -291,7 +296,7 @@ def validate_path(path: Path | str) -> ValidationReport:
             report.problems.append(Problem("columns", f"cannot read the file ({exc})", None,
                                            name))
             continue
-        config = _config_of(file, reader.schema_arrow)
+        config = config_of(file, reader.schema_arrow)
         if config is None:
             report.problems.append(Problem("columns", "neither a 'messages' (SFT) nor a "
                                            "'prompt' (RL) column", None, name))

@@ -69,14 +69,10 @@ def _meta(row: dict[str, Any], key: str) -> Any:
 
 
 def _split_stats(stats: dict[str, Any] | None, config: str) -> dict[str, Any] | None:
-    """The numbers of ``config`` in stats.json: ``splits.<config>``, or the older flat layout."""
-    if not stats:
-        return None
-    splits = stats.get("splits")
-    if isinstance(splits, dict):
-        part = splits.get(config)
-        return part if isinstance(part, dict) else None
-    return stats if stats.get("split", "sft") == config else None
+    """The numbers of ``config`` in stats.json (``splits.<config>``), if it has them."""
+    splits = stats.get("splits") if stats else None
+    part = splits.get(config) if isinstance(splits, dict) else None
+    return part if isinstance(part, dict) else None
 
 
 def _funnel(rows: int, reasons: dict[str, int], verified: int | None) -> dict[str, int]:

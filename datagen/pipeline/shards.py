@@ -175,7 +175,7 @@ def prepare_output(cfg: BuildConfig, overwrite: bool, resume: bool) -> None:
                          "folder") from None
 
 
-MarkerCache = dict[str, tuple[int, "ShardSummary | None"]]  # marker name: (mtime_ns, summary)
+MarkerCache = dict[str, tuple[int, "ShardSummary"]]  # marker name: (mtime_ns, summary)
 
 
 def completed_shards(cfg: BuildConfig, cache: MarkerCache | None = None
@@ -199,13 +199,11 @@ def completed_shards(cfg: BuildConfig, cache: MarkerCache | None = None
         else:
             try:
                 summary = ShardSummary(**json.loads(marker.read_text()))
-            except (TypeError, ValueError):
-                summary = None  # a marker of another generator version: built again
             except OSError:
                 continue
             if cache is not None:
                 cache[marker.name] = (mtime, summary)
-        if summary is not None and summary.content_key == key:
+        if summary.content_key == key:
             done[summary.index] = summary
     return done
 

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datagen.atomic import atomic_path, write_text
-from datagen.check.validate import dataset_files
+from datagen.check.validate import config_of, dataset_files
 from datagen.errors import UsageError
 
 __all__ = ["EXPORT_TARGETS", "Target", "content_parts", "export_set"]
@@ -48,12 +48,6 @@ def content_parts(content: str) -> list[dict[str, str | None]]:
         elif piece:
             parts.append({"type": "text", "text": piece})
     return parts
-
-
-def _config_of(path: Path, schema: pa.Schema) -> str:
-    if path.name.startswith("rl-") or "prompt" in schema.names:
-        return "rl"
-    return "sft"
 
 
 def _features(schema: pa.Schema) -> datasets.Features:
@@ -139,10 +133,13 @@ def export_set(path: Path | str, to: str, out: Path | str | None = None,
     dst = Path(out) if out is not None else src.with_name(f"{src.name}-{to}")
     if dst.exists() and any(dst.iterdir()):
         raise UsageError(f"{dst} exists and is not empty; choose another --out or remove it")
+    configs = {file: config_of(file, pq.read_schema(file)) for file in files}
+    for file, config in configs.items():  # all checked before anything is written
+        if config is None:
+            raise UsageError(f"{file}: neither a 'messages' (SFT) nor a 'prompt' (RL) column")
     target: Target = to  # type: ignore[assignment]
     written: list[str] = []
-    for file in files:
-        config = _config_of(file, pq.read_schema(file))
+    for file, config in configs.items():
         if target == "llamafactory" and config == "rl":
             continue
         rel = f"data/{file.name}"

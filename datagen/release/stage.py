@@ -93,7 +93,10 @@ def commit(stage: Path, out: Path) -> None:
 
 
 def _checkpoint(step: str) -> None:
-    """Does nothing: names a step of ``commit`` (tests/test_resume.py SIGKILLs a build here)."""
+    """Does nothing: names a step of ``commit``.
+
+    tests/pipeline/test_resume.py SIGKILLs a build here.
+    """
 
 
 def _bridge_card(card: str) -> str:

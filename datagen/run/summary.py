@@ -3,8 +3,8 @@
 The build flow publishes it as a Prefect artifact; it is rendered from
 ``templates/run_summary.md.j2`` out of ``PublishReport.stats`` and a few facts about this run
 (time taken, shards built and reused). The stats are read leniently: a key a build did not write
-(an older layout, a split not built, a scripted teacher's missing cost) shows as absent rather
-than failing the run after its data was published.
+(a split not built, a scripted teacher's missing cost) shows as absent rather than failing the
+run after its data was published.
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ class RunFacts:
 
 
 def _splits(stats: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    """Per-split stats: the ``splits`` mapping, or a flat (older) layout read as one split."""
+    """Per-split stats: the ``splits`` mapping."""
     splits = stats.get("splits")
-    if isinstance(splits, Mapping) and splits:
-        return {str(k): v for k, v in splits.items() if isinstance(v, Mapping)}
-    return {str(stats.get("split", "sft")): stats}
+    if not isinstance(splits, Mapping):
+        return {}
+    return {str(k): v for k, v in splits.items() if isinstance(v, Mapping)}
 
 
 def _counts(value: object) -> list[tuple[str, int]]:
@@ -50,11 +50,7 @@ def _counts(value: object) -> list[tuple[str, int]]:
 
 
 def _removed(stats: Mapping[str, Any]) -> list[tuple[str, int]]:
-    removed = stats.get("removed")
-    if isinstance(removed, Mapping):
-        return [(k.replace("_", " "), n) for k, n in _counts(removed) if n]
-    dups = stats.get("duplicates")  # the flat layout counted exact duplicates only
-    return [("exact duplicate", int(dups))] if isinstance(dups, int) and dups else []
+    return [(k.replace("_", " "), n) for k, n in _counts(stats.get("removed")) if n]
 
 
 def _cost(stats: Mapping[str, Any]) -> list[tuple[str, str]]:

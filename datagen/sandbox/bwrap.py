@@ -333,8 +333,8 @@ _launcher = _Launcher()
 # -- one jail -----------------------------------------------------------------------------------
 
 
-class Jail:
-    """A running jail process (bwrap and the warm interpreter inside it)."""
+class JailHandle:
+    """The parent's handle on a running jail: bwrap and, inside it, ``jail.JailServer``."""
 
     def __init__(self, memory_mb: int, max_chars: int, max_images: int,
                  mpl_cache: str | None) -> None:
@@ -462,24 +462,24 @@ class JailPool:
         self._max_idle = max_idle or os.cpu_count() or 1
         self._recycle_after = recycle_after
         self._lock = threading.RLock()  # a session finalizer run by the GC may re-enter
-        self._idle: list[Jail] = []
-        self._busy: set[Jail] = set()
+        self._idle: list[JailHandle] = []
+        self._busy: set[JailHandle] = set()
         self._closed = False
-        self._idle.append(Jail(*self._params))
+        self._idle.append(JailHandle(*self._params))
 
-    def acquire(self) -> Jail:
+    def acquire(self) -> JailHandle:
         with self._lock:
             if self._closed:
                 raise RuntimeError("sandbox is closed")
             dead = [j for j in self._idle if not j.alive()]
             self._idle = [j for j in self._idle if j.alive()]
-            jail = self._idle.pop() if self._idle else Jail(*self._params)
+            jail = self._idle.pop() if self._idle else JailHandle(*self._params)
             self._busy.add(jail)
         for j in dead:
             j.kill()
         return jail
 
-    def release(self, jail: Jail, reusable: bool) -> None:
+    def release(self, jail: JailHandle, reusable: bool) -> None:
         """Take ``jail`` back from a session; ``reusable`` if it was left clean."""
         with self._lock:
             self._busy.discard(jail)
@@ -488,7 +488,7 @@ class JailPool:
             if keep:
                 self._idle.append(jail)
             elif not self._closed and not self._idle:
-                self._idle.append(Jail(*self._params))  # warm up the next one now
+                self._idle.append(JailHandle(*self._params))  # warm up the next one now
         if not keep:
             jail.kill()
 
@@ -533,7 +533,7 @@ class JailSession:
         self._seq = 0
         self._opened = False  # "open" sent to the current jail
         self._pending = False  # ...and its reply not read yet
-        self._jail: Jail | None = pool.acquire()
+        self._jail: JailHandle | None = pool.acquire()
         if self._jail.poll_ready():  # usual case: an idle warm jail; start the worker now
             self._send_open(self._jail)
 
@@ -541,14 +541,14 @@ class JailSession:
     def pid(self) -> int | None:
         return self._jail.pid if self._jail is not None else None
 
-    def _send_open(self, jail: Jail) -> None:
+    def _send_open(self, jail: JailHandle) -> None:
         head, payload = self._image
         jail.chan.write(dumps({"op": "open", "image": head}) + payload,
                         time.monotonic() + STARTUP_TIMEOUT)
         jail.sessions += 1
         self._opened = self._pending = True
 
-    def _finish_open(self, jail: Jail) -> None:
+    def _finish_open(self, jail: JailHandle) -> None:
         self._pending = False
         deadline = time.monotonic() + STARTUP_TIMEOUT
         jail.settle(deadline)
@@ -557,7 +557,7 @@ class JailSession:
             error = reply.get("error") if isinstance(reply, dict) else reply
             raise RuntimeError(f"sandbox worker failed to start:\n{error}")
 
-    def _ready_jail(self) -> Jail:
+    def _ready_jail(self) -> JailHandle:
         """The session's jail, started and with this session's worker open."""
         if self._jail is None:
             self._jail = self._pool.acquire()

@@ -36,7 +36,6 @@ import resource
 import select
 import shutil
 import signal
-import stat
 import sys
 import time
 import traceback
@@ -52,6 +51,7 @@ from datagen.sandbox.protocol import (
     dumps,
     failure,
 )
+from datagen.sandbox.scratch import remove
 
 _PR_SET_DUMPABLE = 4
 _PR_CAPBSET_DROP = 24
@@ -107,25 +107,6 @@ def _prepare_matplotlib(cache: str | None) -> None:
         pass  # matplotlib builds its own cache
 
 
-def _remove(path: str) -> None:
-    def fix_perms(func: Any, p: str, _exc: Any) -> None:
-        try:  # a cell may chmod its files read-only
-            os.chmod(os.path.dirname(p), stat.S_IRWXU)
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, stat.S_IRWXU)
-            func(p)
-        except OSError:
-            pass
-
-    try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, onerror=fix_perms)
-        else:
-            os.unlink(path)
-    except OSError:
-        pass
-
-
 def _close_fds_except(keep: set[int]) -> None:
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
@@ -147,7 +128,9 @@ class _ParentGone(Exception):
 
 
 @dataclass
-class _Worker:
+class _SessionWorker:
+    """The jail's hold on the worker it forked for the current session."""
+
     pid: int
     pidfd: int | None
     chan: LineChannel  # reads its replies, writes its requests
@@ -163,8 +146,11 @@ class _Image:
     jpeg: bytes  # the bytes of ``input_image.jpg``
 
 
-class Jail:
-    """Serves one session at a time; see the module docstring."""
+class JailServer:
+    """The process inside a jail: serves the parent one session at a time (module docstring).
+
+    The parent's side of it is ``bwrap.JailHandle``.
+    """
 
     def __init__(self, chan: LineChannel, cfg: dict[str, Any], worker: ModuleType) -> None:
         self.chan = chan
@@ -172,7 +158,7 @@ class Jail:
         self.worker_module = worker
         self.image: bytes | None = None  # the session's image frame (header line + pixels)
         self.loaded: _Image | None = None  # the last image decoded, kept for the next session
-        self.worker: _Worker | None = None  # the session's worker
+        self.worker: _SessionWorker | None = None  # the session's worker
         self.dirty = False  # killed processes not yet reaped, dirs not yet emptied
         self.dying: tuple[int, int] | None = None  # (pid, pidfd) of the last worker killed
         self.start_error = ""
@@ -221,7 +207,7 @@ class Jail:
 
     # -- session workers ---------------------------------------------------------------------
 
-    def _fork(self) -> _Worker | None:
+    def _fork(self) -> _SessionWorker | None:
         """Fork the session's worker for ``self.loaded``; it sets itself up and says ready."""
         self.count += 1
         scratch = os.path.join(self.cfg["scratch"], str(self.count))
@@ -247,7 +233,7 @@ class Jail:
             pidfd: int | None = os.pidfd_open(pid)
         except (AttributeError, OSError):
             pidfd = None  # old kernel: poll waitpid instead
-        return _Worker(pid, pidfd, LineChannel(rep_r, req_w, MAX_REPLY_BYTES), scratch)
+        return _SessionWorker(pid, pidfd, LineChannel(rep_r, req_w, MAX_REPLY_BYTES), scratch)
 
     def _start_worker(self) -> None:
         """Fork a worker for ``self.image`` (decoded first, unless it is the last one) and
@@ -439,7 +425,7 @@ class Jail:
             except OSError:
                 continue
             for name in names:
-                _remove(os.path.join(top, name))
+                remove(os.path.join(top, name))
         os.makedirs(os.environ["MPLCONFIGDIR"], exist_ok=True)
         self.dirty = False
 
@@ -454,7 +440,7 @@ def _grow_pipe(fd: int) -> None:
 
 def _sweep() -> None:
     """Wait until every process of this pid namespace but this one and pid 1 is gone, reaping
-    them. ``Jail._kill`` already sent them SIGKILL (``kill(-1)``, atomic with respect to
+    them. ``JailServer._kill`` already sent them SIGKILL (``kill(-1)``, atomic with respect to
     fork); stragglers get it again."""
     keep = {1, os.getpid()}
     deadline = time.monotonic() + _SWEEP_TIMEOUT
@@ -493,7 +479,7 @@ def main(argv: list[str]) -> int:
         chan.send({"failed": traceback.format_exc()}, None)
         return 1
     chan.send({"ready": True, "pid": os.getpid(), "uid": os.getuid()}, None)
-    Jail(chan, cfg, worker).serve()
+    JailServer(chan, cfg, worker).serve()
     return 0
 
 

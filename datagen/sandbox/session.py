@@ -15,9 +15,7 @@ import logging
 import multiprocessing
 import multiprocessing.forkserver
 import os
-import shutil
 import signal
-import stat
 import tempfile
 import threading
 import time
@@ -37,6 +35,7 @@ from datagen.sandbox.protocol import (
     dumps,
     result_from_wire,
 )
+from datagen.sandbox.scratch import remove
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -94,24 +93,8 @@ def _image_spec(image: PILImage | bytes) -> tuple[Any, ...]:
     raise TypeError(f"image must be a PIL Image or encoded bytes, not {type(image).__name__}")
 
 
-def _rmtree(path: str) -> None:
-    def fix_perms(func: Any, p: str, _exc: Any) -> None:
-        # A cell may chmod its files read-only; make the parent dir writable and retry once.
-        try:
-            os.chmod(os.path.dirname(p), stat.S_IRWXU)
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, stat.S_IRWXU)
-            func(p)
-        except OSError:
-            pass
-
-    shutil.rmtree(path, onerror=fix_perms)
-    if os.path.exists(path):
-        shutil.rmtree(path, ignore_errors=True)
-
-
-class _Worker:
-    """One worker process plus its pipes and scratch dir."""
+class _ProcessWorker:
+    """Process mode: the parent's handle on one session's worker, its pipes and scratch dir."""
 
     def __init__(self, ctx: Any, image_spec: tuple[Any, ...], sandbox: Sandbox) -> None:
         self.scratch = tempfile.mkdtemp(prefix="datagen-sandbox-")
@@ -131,7 +114,7 @@ class _Worker:
         except BaseException:
             for conn in (self.conn, self.alive_w):
                 conn.close()
-            _rmtree(self.scratch)
+            remove(self.scratch)
             raise
         finally:
             # Only the worker may hold these, so its death shows up as EOF here.
@@ -173,10 +156,10 @@ class _Worker:
         self.exitcode = self.process.exitcode
         if self.exitcode is not None:
             self.process.close()
-        _rmtree(self.scratch)
+        remove(self.scratch)
 
 
-def _describe_exit(w: _Worker) -> str:
+def _describe_exit(w: _ProcessWorker) -> str:
     code = w.exitcode if w.exitcode is not None else w.process.exitcode
     if code is None:
         return "worker died"
@@ -194,10 +177,10 @@ class _ProcessSession:
         self._image_spec = image_spec
         self._seq = 0
         # Start now, wait on first run(): the worker loads while the caller does other work.
-        self.worker: _Worker | None = self._spawn()
+        self.worker: _ProcessWorker | None = self._spawn()
 
-    def _spawn(self) -> _Worker:
-        return _Worker(self._sandbox._ctx, self._image_spec, self._sandbox)
+    def _spawn(self) -> _ProcessWorker:
+        return _ProcessWorker(self._sandbox._ctx, self._image_spec, self._sandbox)
 
     @property
     def pid(self) -> int | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -36,17 +37,22 @@ import openai
 
 from datagen.atomic import write_text
 from datagen.config import DEFAULT_BASE_URL, public_url
-from datagen.errors import RunError
+from datagen.errors import RunError, UsageError
 from datagen.teachers.base import BudgetSpent, TeacherFailure, Usage
 
 __all__ = ["ChatAPI", "Completion", "Ledger", "ResponseCache", "TokenBucket", "chat_api",
-           "share_spending", "spent"]
+           "estimate_tokens", "openai_api_key", "share_spending", "spent"]
 
 MAX_TRIES = 7  # one request and up to six retries: ~30 s of backoff at most
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 20.0
 RETRY_AFTER_CAP = 120.0
-IMAGE_TOKENS = 1000  # a rough per-image estimate for the tokens-per-minute bucket
+# What the tokens-per-minute bucket takes for a request before the server reports the real
+# count (``settle`` then corrects it): each image as IMAGE_TOKENS (a detailed 1024 px image is
+# ~765 tokens on OpenAI's models, more on Qwen-VL's for large ones), text at CHARS_PER_TOKEN
+# (OpenAI's rule of thumb for English), plus the completion's max_tokens.
+IMAGE_TOKENS = 1000
+CHARS_PER_TOKEN = 4
 
 
 # -- spending shared by the worker processes of one build ------------------------------------
@@ -120,6 +126,21 @@ class TokenBucket:
         if self.capacity > 0:
             with self.lock:
                 self.level -= delta
+
+
+def estimate_tokens(request: dict[str, Any]) -> int:
+    """The tokens ``request`` may use, before the server says (see ``IMAGE_TOKENS``)."""
+    chars = images = 0
+    for message in request["messages"]:
+        content = message.get("content")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        for part in parts:
+            if part.get("type") == "image_url":
+                images += 1
+            else:
+                chars += len(part.get("text") or "")
+    return (images * IMAGE_TOKENS + math.ceil(chars / CHARS_PER_TOKEN)
+            + request.get("max_tokens", 0))
 
 
 # -- cache and ledger -------------------------------------------------------------------------
@@ -267,7 +288,7 @@ class ChatAPI:
             done = Completion(hit["text"], hit["prompt_tokens"], hit["completion_tokens"], True)
             ledger.add(done)
             return done
-        estimate = len(json.dumps(request["messages"])) // 4 + request.get("max_tokens", 0)
+        estimate = estimate_tokens(request)
         problem = ""
         for attempt in range(MAX_TRIES):
             if max_cost and spent() >= max_cost:
@@ -311,6 +332,15 @@ class ChatAPI:
                            f"{problem}); check --base-url, that the server runs, and "
                            "--request-timeout")
         raise TeacherFailure("api_error", f"{MAX_TRIES} tries failed; last: {problem}")
+
+
+def openai_api_key(option: str) -> str:
+    """The key in ``OPENAI_API_KEY``; a UsageError naming ``option`` (what calls) if it is unset."""
+    key = os.environ.get("OPENAI_API_KEY")
+    if not key:
+        raise UsageError(f"{option} needs an API key: set OPENAI_API_KEY (for a local server "
+                         "any value works, e.g. OPENAI_API_KEY=none)")
+    return key
 
 
 @functools.cache

@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import base64
 import copy
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from datagen.config import BuildConfig
-from datagen.errors import UsageError
 from datagen.messages import observation_text, parse_reply, system_prompt
 from datagen.paths import cache_dir
 from datagen.records import Step, Task, Turn, stable_id
 from datagen.teachers.base import Teacher, TeacherFailure, Usage
-from datagen.teachers.chat_api import ChatAPI, Ledger, ResponseCache, chat_api
+from datagen.teachers.chat_api import ChatAPI, Ledger, ResponseCache, chat_api, openai_api_key
 from datagen.templates import render
 
 __all__ = ["MAX_TOKENS", "OpenAITeacher", "data_url", "request_messages"]
@@ -75,10 +73,7 @@ class OpenAITeacher:
     """A real model writes each step; see the module docstring."""
 
     def __init__(self, cfg: BuildConfig, attempt: int = 0, api: ChatAPI | None = None) -> None:
-        key = os.environ.get("OPENAI_API_KEY")
-        if not key:
-            raise UsageError("--teacher openai needs an API key: set OPENAI_API_KEY (for a "
-                             "local server any value works, e.g. OPENAI_API_KEY=none)")
+        key = openai_api_key("--teacher openai")
         self.cfg = cfg
         self.name = f"openai:{cfg.model}"
         self.attempt = attempt

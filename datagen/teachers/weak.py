@@ -14,16 +14,14 @@ failed the rate is None and the row keeps its scene's difficulty.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from datagen.check.matcher import extract_answer, match
 from datagen.config import BuildConfig
-from datagen.errors import UsageError
 from datagen.paths import cache_dir
 from datagen.records import Task, stable_id
 from datagen.teachers.base import TeacherFailure, Usage
-from datagen.teachers.chat_api import ChatAPI, Ledger, ResponseCache, chat_api
+from datagen.teachers.chat_api import ChatAPI, Ledger, ResponseCache, chat_api, openai_api_key
 from datagen.teachers.openai_teacher import data_url
 from datagen.templates import render
 
@@ -56,10 +54,7 @@ class WeakSolver:
     """Samples the weak model's direct answers to a task; see the module docstring."""
 
     def __init__(self, cfg: BuildConfig, api: ChatAPI | None = None) -> None:
-        key = os.environ.get("OPENAI_API_KEY")
-        if not key:
-            raise UsageError("--weak-model needs an API key: set OPENAI_API_KEY (for a local "
-                             "server any value works, e.g. OPENAI_API_KEY=none)")
+        key = openai_api_key("--weak-model")
         self.cfg = cfg
         # The same endpoint as the teacher shares its connections and limits.
         self.api = api or chat_api(key, cfg.weak_base_url or cfg.base_url, cfg.request_timeout,

@@ -1,23 +1,17 @@
-"""The build flow, run by Prefect for real (one test server for the session)."""
+"""The build flow, run by Prefect for real (on the session's test server)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from datagen.config import BuildConfig
 from datagen.pipeline.shards import completed_shards, prepare_output
 from flows.build import build
 
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_server() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def _load(out: Path) -> datasets.Dataset:
@@ -139,7 +133,7 @@ def test_only_the_shards_the_pool_can_take_run_at_once(tmp_path: Path) -> None:
 
 def test_pool_workers_build_shards_without_loading_prefect() -> None:
     from flows.shard_pool import close_pool, shard_pool
-    from tests.flows.pool_probe import loaded
+    from tests.support.pool_probe import loaded
 
     # A module a worker imports costs memory in every worker for the whole build (Prefect:
     # ~36 MiB each); the orchestrator belongs to the process that owns the pool.

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.flows.prefect_server import PrefectServer, prefect_server
-from tests.flows.terminal import run_on_terminal
+from tests.support.prefect_server import PrefectServer, prefect_server
+from tests.support.terminal import run_on_terminal
 
 _SMALL = ["build", "--n", "6", "--shard-size", "2", "--workers", "1", "--cell-timeout", "10"]
 

@@ -1,9 +1,9 @@
 """The bar moves per task: pool workers count finished tasks where the main process reads them.
 
-A slow OpenAI-compatible endpoint on loopback (``tests/openai_server.py``, the real ``openai``
-client in the pool's process) makes a shard last seconds, so the test can watch the counts and
-the bar move before the shard's marker exists; the last test does it through ``datagen build``
-on a terminal.
+A slow OpenAI-compatible endpoint on loopback (``tests/support/openai_server.py``, the real
+``openai`` client in the pool's process) makes a shard last seconds, so the test can watch the
+counts and the bar move before the shard's marker exists; the last test does it through
+``datagen build`` on a terminal.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from datagen.run.progress import BuildProgress, eta_text
 from datagen.sandbox import forkserver_context
 from datagen.scenes.registry import get_family
 from flows.shard_pool import run_pooled_shard, running_shards, shard_pool
-from tests.flows.prefect_server import PrefectServer, prefect_server
-from tests.flows.terminal import run_on_terminal
-from tests.openai_server import FakeOpenAI, Reply, last_user_text
+from tests.support.openai_server import FakeOpenAI, Reply, last_user_text
+from tests.support.prefect_server import PrefectServer, prefect_server
+from tests.support.terminal import run_on_terminal
 
 KEY = "sk-test-progress"
 

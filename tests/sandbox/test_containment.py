@@ -11,7 +11,7 @@ import socket
 import sys
 import sysconfig
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from PIL import Image
 import datagen
 from datagen.sandbox import CellResult, Sandbox, Session
 from datagen.sandbox.bwrap import probe
+from tests.support.processes import alive, eventually, jail_processes
 
 BWRAP_UNAVAILABLE = probe()
 pytestmark = pytest.mark.skipif(BWRAP_UNAVAILABLE is not None,
@@ -114,9 +115,7 @@ def test_memory_bomb(sandbox: Sandbox, session: Session, code: str) -> None:
     healthy(sandbox, session)
 
 
-def test_fork_bomb_is_bounded(sandbox: Sandbox, session: Session,
-                              jail_procs: Callable[[int], dict[int, int]],
-                              soon: Callable[[Callable[[], bool]], bool]) -> None:
+def test_fork_bomb_is_bounded(sandbox: Sandbox, session: Session) -> None:
     r = ok(session.run(
         "import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n"
         "            time.sleep(60)\n            os._exit(0)\n        n += 1\n"
@@ -132,14 +131,12 @@ def test_fork_bomb_is_bounded(sandbox: Sandbox, session: Session,
     assert pid is not None
     session.close()
     # Every fork is gone: left are bwrap's init and the jail.
-    assert soon(lambda: len(jail_procs(pid)) == 2), jail_procs(pid)
+    assert eventually(lambda: len(jail_processes(pid)) == 2), jail_processes(pid)
     with sandbox.session(image()) as s:
         healthy(sandbox, s)
 
 
-def test_setsid_daemon_does_not_survive_the_session(
-        jail_procs: Callable[[int], dict[int, int]],
-        soon: Callable[[Callable[[], bool]], bool], is_alive: Callable[[int], bool]) -> None:
+def test_setsid_daemon_does_not_survive_the_session() -> None:
     with Sandbox(timeout=TIMEOUT, mode="bwrap") as sandbox:  # one jail, reused below
         with sandbox.session(image()) as s:
             r = ok(s.run(
@@ -151,15 +148,15 @@ def test_setsid_daemon_does_not_survive_the_session(
             worker, daemon = map(int, r.stdout.split())  # pids inside the jail
             jail = s.pid
             assert jail is not None
-            assert {worker, daemon} <= set(jail_procs(jail).values())
+            assert {worker, daemon} <= set(jail_processes(jail).values())
         # After the session (its cleanup runs after close() returns): bwrap's init and the
         # jail; nothing else, and certainly not the daemon.
         def swept() -> bool:
-            procs = jail_procs(jail)
+            procs = jail_processes(jail)
             return len(procs) == 2 and not {worker, daemon} & set(procs.values())
 
-        assert soon(swept), jail_procs(jail)
-        inside = jail_procs(jail)
+        assert eventually(swept), jail_processes(jail)
+        inside = jail_processes(jail)
         if os.geteuid() == 0:  # the jail runs as a uid of its own: none of it outside
             jail_uid = next(uid_of(p) for p in inside if uid_of(p) != 0)
             assert host_pids_with_uid(jail_uid) <= set(inside)
@@ -170,7 +167,7 @@ def test_setsid_daemon_does_not_survive_the_session(
                                  "os.getpid()})")
             assert isinstance(seen, dict) and seen["pids"] == seen["me"]
             assert daemon not in seen["pids"]
-            assert is_alive(jail)
+            assert alive(jail)
 
 
 def test_endless_output_is_capped(sandbox: Sandbox, session: Session) -> None:

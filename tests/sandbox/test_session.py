@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from PIL import Image
 
 from datagen.sandbox import CellResult, Sandbox, Session
 from datagen.sandbox.bwrap import probe
+from tests.support.processes import alive, eventually, jail_processes
 
 KNOWN_XY = (5, 7)
 KNOWN_RGB = (12, 200, 77)
@@ -277,8 +278,7 @@ def where(session: Session) -> tuple[str, int]:
     return cwd, pid
 
 
-def test_timeout_then_fresh_worker(sandbox: Sandbox, session: Session,
-                                   is_alive: Callable[[int], bool]) -> None:
+def test_timeout_then_fresh_worker(sandbox: Sandbox, session: Session) -> None:
     ok(session.run("state = 'old'\nopen('scratch.txt', 'w').write('x')"))
     old_dir, old_pid = where(session)
     host_pid, host_dir = session.pid, session.scratch_dir
@@ -290,7 +290,7 @@ def test_timeout_then_fresh_worker(sandbox: Sandbox, session: Session,
     assert 1.0 <= r.seconds and elapsed < 2.0
     if sandbox.mode == "process":
         assert host_pid is not None and host_dir is not None
-        assert not is_alive(host_pid) and not os.path.exists(host_dir)
+        assert not alive(host_pid) and not os.path.exists(host_dir)
     r = ok(session.run(
         "import os\nprint('state' in globals(), sorted(os.listdir()), "
         f"input_image.getpixel({KNOWN_XY}), os.path.exists({old_dir!r}))"
@@ -348,33 +348,30 @@ SLEEPER = ("import subprocess, sys\n"
            "print(p.pid)")
 
 
-def test_close_kills_everything(sandbox: Sandbox, is_alive: Callable[[int], bool],
-                                jail_procs: Callable[[int], dict[int, int]],
-                                soon: Callable[[Callable[[], bool]], bool]) -> None:
+def test_close_kills_everything(sandbox: Sandbox) -> None:
     s = sandbox.session(make_image())
     child = int(ok(s.run(SLEEPER)).stdout)
     pid, scratch = s.pid, s.scratch_dir
-    assert pid is not None and is_alive(pid)
+    assert pid is not None and alive(pid)
     if sandbox.mode == "process":
-        assert scratch is not None and is_alive(child) and os.path.isdir(scratch)
+        assert scratch is not None and alive(child) and os.path.isdir(scratch)
     else:  # bwrap: pid is the jail's; inside it: init, the jail, the worker, the sleeper
-        assert scratch is None and len(jail_procs(pid)) == 4
-        assert child in jail_procs(pid).values()  # child is its pid inside the jail
+        assert scratch is None and len(jail_processes(pid)) == 4
+        assert child in jail_processes(pid).values()  # child is its pid inside the jail
     s.close()
     s.close()  # idempotent
     if sandbox.mode == "process":
-        assert soon(lambda: not is_alive(child))
-        assert not is_alive(pid) and not os.path.exists(scratch)
+        assert eventually(lambda: not alive(child))
+        assert not alive(pid) and not os.path.exists(scratch)
         assert not Path(f"/proc/{pid}").exists()  # reaped, not a zombie
     else:  # the jail lives on for the next session: init and jail, nothing else
-        assert soon(lambda: len(jail_procs(pid)) == 2) and is_alive(pid)
-        assert child not in jail_procs(pid).values()
+        assert eventually(lambda: len(jail_processes(pid)) == 2) and alive(pid)
+        assert child not in jail_processes(pid).values()
     with pytest.raises(RuntimeError):
         s.run("1")
 
 
-def test_sandbox_close_closes_sessions(sandbox: Sandbox,
-                                      is_alive: Callable[[int], bool]) -> None:
+def test_sandbox_close_closes_sessions(sandbox: Sandbox) -> None:
     with Sandbox(mode=sandbox.mode) as sb:
         sessions = [sb.session(make_image()) for _ in range(3)]
         ok(sessions[0].run("1"))
@@ -382,9 +379,9 @@ def test_sandbox_close_closes_sessions(sandbox: Sandbox,
         pids = [s.pid for s in sessions]
     assert not any(os.path.exists(d) for d in dirs if d)
     deadline = time.monotonic() + 2
-    while any(p and is_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(p and alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not any(p and is_alive(p) for p in pids)
+    assert not any(p and alive(p) for p in pids)
     with pytest.raises(RuntimeError):
         sb.session(make_image())
 

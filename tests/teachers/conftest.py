@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.openai_server import FakeOpenAI, Reply
+from tests.support.openai_server import FakeOpenAI, Reply
 
 Handler = Callable[[dict[str, Any]], "str | Reply"]
 

@@ -7,12 +7,13 @@ verified row or a reject with its reason, and the fake key never reaches a file.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from datagen.pipeline.shards import prepare_output, run_shard, shard_files
 from datagen.records import Task
 from datagen.scenes.registry import get_family
 from datagen.teachers import chat_api
-from tests.openai_server import FakeOpenAI, Reply, last_user_text
+from tests.support.openai_server import FakeOpenAI, Reply, last_user_text
 
 KEY = "sk-test-123"
 GOOD_CODE = ("w, h = input_image.size\n"
@@ -241,18 +242,23 @@ def test_the_cli_asks_for_a_key_and_a_model(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_both_llm_callers_want_a_key_and_say_so_alike(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from datagen.errors import UsageError
+    from datagen.teachers.openai_teacher import OpenAITeacher
+    from datagen.teachers.weak import WeakSolver
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    cfg = BuildConfig(out=tmp_path, teacher="openai", model="m", weak_model="w")
+    for make, option in ((OpenAITeacher, "--teacher openai"), (WeakSolver, "--weak-model")):
+        with pytest.raises(UsageError, match=f"^{option} needs an API key: set OPENAI_API_KEY"):
+            make(cfg)
+
+
 # -- through the Prefect flow: the budget stops the build, a bad key stops it at once --------
 
-@pytest.fixture(scope="module")
-def prefect_server() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def test_max_cost_stops_planning_and_publishes_what_verified(tmp_path: Path, serve,
-                                                            prefect_server: None) -> None:
+                                                            prefect_harness: None) -> None:
     from flows.build import build
 
     tasks = {gold(BuildConfig(out=tmp_path / "x", shard_size=1, questions_per_scene=1), i)
@@ -275,7 +281,7 @@ def test_max_cost_stops_planning_and_publishes_what_verified(tmp_path: Path, ser
 
 
 def test_a_bad_key_stops_the_flow_without_retries(tmp_path: Path, serve,
-                                                  prefect_server: None) -> None:
+                                                  prefect_harness: None) -> None:
     from flows.build import build
 
     server = serve(lambda body: Reply(status=401, error="bad key"))
@@ -304,6 +310,19 @@ def test_a_config_file_gives_options_and_the_command_line_wins(tmp_path: Path) -
     assert "--n: must be a positive" in run("split: eval\nn: -1\n", "--split", "sft")
     assert "unknown option 'colour'" in run("colour: red\n")
     assert not (tmp_path / "o").exists()
+
+
+def test_the_tpm_estimate_counts_an_image_as_image_tokens_not_its_base64() -> None:
+    from datagen.teachers.openai_teacher import data_url
+
+    big = bytes(range(256)) * 400  # 100 KB of image: ~137k base64 characters
+    request = {"max_tokens": 512, "messages": [
+        {"role": "system", "content": "s" * 400},
+        {"role": "user", "content": [data_url(big), {"type": "text", "text": "q" * 40}]},
+        {"role": "assistant", "content": "a" * 41},
+        {"role": "user", "content": [{"type": "text", "text": "obs"}, data_url(big)]}]}
+    text = math.ceil((400 + 40 + 41 + 3) / chat_api.CHARS_PER_TOKEN)
+    assert chat_api.estimate_tokens(request) == 2 * chat_api.IMAGE_TOKENS + text + 512
 
 
 def test_token_bucket_waits_for_refill_and_zero_is_unlimited() -> None:

@@ -18,7 +18,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.rl_sets import rl_rows, write_rl_set
+from tests.support.rl_sets import rl_rows, write_rl_set
 from tests.verl.verl_env import REQUIRED_VAR, REQUIREMENTS, EnvUnavailable, ensure_env
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ import pytest
 
 from datagen.errors import RunError, UsageError
 from datagen.release.hub import push_folder
-from tests.rl_sets import rl_rows, write_rl_set
+from tests.support.rl_sets import rl_rows, write_rl_set
 
 TOKEN = "hf_test_token_not_secret"
 

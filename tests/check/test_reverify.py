@@ -11,7 +11,7 @@ from PIL import Image, ImageOps
 from datagen.check.verify import reverify
 from datagen.reader import open_published
 from datagen.sandbox import Sandbox
-from tests.sft_sets import build_sft_set, datagen, hub_layout_copy, read_rows, write_rows
+from tests.support.sft_sets import build_sft_set, datagen, hub_layout_copy, read_rows, write_rows
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -19,30 +18,7 @@ from datagen.pipeline.shards import (
     run_shard,
     shard_files,
 )
-from datagen.records import Step, Task, Turn
-from datagen.teachers.scripted import ScriptedTeacher
-
-BROKEN_CODE = {
-    "raises": "values = {}\nprint(values['missing'])",
-    "times out": "while True:\n    pass",
-    "prints a wrong answer": "print(987654321)",
-}
-
-
-class FaultyTeacher(ScriptedTeacher):
-    """The scripted teacher, except that chosen tasks get broken code in their last cell."""
-
-    def __init__(self, faults: dict[str, str]) -> None:
-        super().__init__()
-        self.faults = faults
-
-    def step(self, task: Task, history: Sequence[Turn]) -> Step:
-        step = super().step(task, history)
-        if task.id in self.faults and step.code is not None and len(history) == 1:
-            return Step(think=step.think, code=BROKEN_CODE[self.faults[task.id]])
-        if task.id in self.faults and step.code is not None and self.style(task)[0] == "locate":
-            return Step(think=step.think, code=BROKEN_CODE[self.faults[task.id]])
-        return step
+from tests.support.teachers import FaultyTeacher
 
 
 def _cfg(tmp_path: Path, **kw: object) -> BuildConfig:

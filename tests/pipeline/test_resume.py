@@ -23,8 +23,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.flows.prefect_server import PrefectServer, prefect_server
-from tests.releases import whole_release
+from tests.support.prefect_server import PrefectServer, prefect_server
+from tests.support.releases import whole_release
 
 pytestmark = pytest.mark.slow
 

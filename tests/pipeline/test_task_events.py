@@ -1,8 +1,8 @@
 """``run_shard(on_task=...)``: one event per finished task, kept or rejected, rows unchanged.
 
 The LLM case runs the real ``openai`` client against the loopback server of
-``tests/openai_server.py`` with several task threads (``cfg.concurrency``); the scripted and RL
-cases check the sequential loop and posed prompts.
+``tests/support/openai_server.py`` with several task threads (``cfg.concurrency``); the
+scripted and RL cases check the sequential loop and posed prompts.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from datagen.pipeline.shards import TaskEvent, prepare_output, run_shard, shard_
 from datagen.records import Task
 from datagen.scenes.registry import get_family
 from datagen.teachers import chat_api
-from tests.openai_server import FakeOpenAI, Reply, last_user_text
-from tests.test_shards import FaultyTeacher
+from tests.support.openai_server import FakeOpenAI, Reply, last_user_text
+from tests.support.teachers import FaultyTeacher
 
 KEY = "sk-test-events"
 

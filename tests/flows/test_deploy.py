@@ -15,7 +15,7 @@ from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tests.flows.prefect_server import prefect_server, stop_group
+from tests.support.prefect_server import prefect_server, stop_group
 
 _SMALL = {"split": "sft", "n": 6, "families": "chart", "shard_size": 2, "workers": 1,
           "cell_timeout": 10.0}

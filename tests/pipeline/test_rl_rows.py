@@ -11,7 +11,7 @@ from PIL import Image
 from datagen.messages import system_prompt, user_text
 from datagen.pipeline.rows import rl_row, rl_table
 from datagen.records import RL_FEATURES
-from tests.rl_sets import rl_rows, rl_tasks, write_rl_set
+from tests.support.rl_sets import rl_rows, rl_tasks, write_rl_set
 
 VERL_KEYS = {"data_source", "prompt", "images", "ability", "reward_model", "agent_name",
              "extra_info"}

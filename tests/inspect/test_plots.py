@@ -13,7 +13,7 @@ from PIL import Image
 from datagen.errors import UsageError
 from datagen.inspect.stats import FUNNEL, plot_summary, summarize, write_plots
 from datagen.reader import open_published
-from tests.sft_sets import build_sft_set, datagen, hub_layout_copy, read_rows
+from tests.support.sft_sets import build_sft_set, datagen, hub_layout_copy, read_rows
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_summary_counts_what_the_rows_hold(built: Path) -> None:
 
 def test_funnel_comes_from_stats_json_when_present(built: Path) -> None:
     stats = json.loads((built / "stats.json").read_text())
-    part = stats["splits"]["sft"] if "splits" in stats else stats
+    part = stats["splits"]["sft"]
     s = summarize(open_published(built))
     assert s.funnel_source == "stats.json"
     assert s.funnel["verified"] == part["verified"]
@@ -47,7 +47,8 @@ def test_funnel_comes_from_stats_json_when_present(built: Path) -> None:
 def test_funnel_from_rejects_when_there_is_no_stats_json(built: Path, tmp_path: Path) -> None:
     bare = hub_layout_copy(built, tmp_path / "bare")
     reasons = ["exec_error"] * 2 + ["wrong_answer"] + ["duplicate"] * 3 + ["timeout"]
-    lines = [json.dumps({"reason": r, "id": f"x{i}"}) for i, r in enumerate(reasons)]
+    lines = [json.dumps({"reason": r, "id": f"x{i}", "split": "sft"})
+             for i, r in enumerate(reasons)]
     lines.append(json.dumps({"reason": "wrong_answer", "split": "rl"}))  # another split's
     lines.append("{not json")  # a broken line does not hide the others
     (bare / "rejects.jsonl").write_text("\n".join(lines) + "\n")

@@ -15,29 +15,13 @@ import pytest
 from typer.testing import CliRunner
 
 from datagen.check.validate import check_table, validate_path
-from datagen.check.verify import Verdict
 from datagen.cli import app
 from datagen.errors import UsageError
-from datagen.pipeline.rows import rl_table, sft_row, sft_table
-from datagen.records import Step, Trajectory, Turn
-from datagen.sandbox import CellResult
-from tests.rl_sets import rl_rows, rl_tasks, write_rl_set
+from datagen.pipeline.rows import rl_table, sft_table
+from tests.support.rl_sets import rl_rows, write_rl_set
+from tests.support.sft_sets import good_sft_row
 
 Row = dict[str, Any]
-
-
-def good_sft_row() -> Row:
-    """A verified-looking SFT row: one code turn, its observation with one image, the answer."""
-    task = rl_tasks(1, 1)[0]
-    cell = CellResult(status="ok", stdout="(640, 480)", stderr="", images=(task.scene.image,),
-                      error_type=None, error_message=None, truncated=False, seconds=0.01)
-    turns = [Turn(Step("Look first.", code="print(input_image.size)\nplt.show()"), cell),
-             Turn(Step("Done.", answer=task.answer))]
-    from datagen.messages import system_prompt, user_text
-
-    traj = Trajectory(task, system_prompt(), user_text(task.question), turns, "scripted",
-                      "direct", ("compute",))
-    return sft_row(traj, Verdict(True, "verified", "number", task.answer))
 
 
 @pytest.fixture(scope="module")

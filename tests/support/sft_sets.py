@@ -1,4 +1,4 @@
-"""A tiny published SFT set, shared by the preview, stats and verify tests (not a test module)."""
+"""A tiny published SFT set, shared by the preview, stats and verify tests, and one good row."""
 
 from __future__ import annotations
 
@@ -11,9 +11,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datagen.check.verify import Verdict
 from datagen.config import BuildConfig
+from datagen.messages import system_prompt, user_text
+from datagen.pipeline.rows import sft_row
 from datagen.pipeline.shards import prepare_output, run_shard
+from datagen.records import Step, Trajectory, Turn
 from datagen.release.publish import publish
+from datagen.sandbox import CellResult
+from tests.support.rl_sets import rl_tasks
 
 
 def build_sft_set(out: Path, families: tuple[str, ...] = ("chart", "search"),
@@ -57,3 +63,15 @@ def datagen(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
     """Run the ``datagen`` command line as a user would."""
     return subprocess.run([sys.executable, "-m", "datagen.cli", *args], capture_output=True,
                           text=True, timeout=timeout, check=False)
+
+
+def good_sft_row() -> dict[str, Any]:
+    """A verified-looking SFT row: one code turn, its observation with one image, the answer."""
+    task = rl_tasks(1, 1)[0]
+    cell = CellResult(status="ok", stdout="(640, 480)", stderr="", images=(task.scene.image,),
+                      error_type=None, error_message=None, truncated=False, seconds=0.01)
+    turns = [Turn(Step("Look first.", code="print(input_image.size)\nplt.show()"), cell),
+             Turn(Step("Done.", answer=task.answer))]
+    traj = Trajectory(task, system_prompt(), user_text(task.question), turns, "scripted",
+                      "direct", ("compute",))
+    return sft_row(traj, Verdict(True, "verified", "number", task.answer))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -16,8 +17,8 @@ from datagen.cli import app
 from datagen.errors import UsageError
 from datagen.pipeline.rows import sft_table
 from datagen.release.export import content_parts, export_set
-from tests.rl_sets import rl_rows, write_rl_set
-from tests.test_validate import good_sft_row
+from tests.support.rl_sets import rl_rows, write_rl_set
+from tests.support.sft_sets import good_sft_row
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,14 @@ def test_bad_requests_are_usage_errors(built: Path, tmp_path: Path) -> None:
     rl_only = write_rl_set(tmp_path / "rl_only", rl_rows(1)[:1])
     with pytest.raises(UsageError, match="LLaMA-Factory takes the SFT set"):
         export_set(rl_only, "llamafactory", tmp_path / "lf")
+    odd = tmp_path / "odd"
+    (odd / "data").mkdir(parents=True)
+    for p in (built / "data").iterdir():
+        (odd / "data" / p.name).write_bytes(p.read_bytes())
+    pq.write_table(pa.table({"text": ["hi"]}), odd / "data" / "train.parquet")
+    with pytest.raises(UsageError, match="train.parquet: neither a 'messages'"):
+        export_set(odd, "trl", tmp_path / "odd-trl")
+    assert not (tmp_path / "odd-trl").exists()  # nothing written before the check
 
 
 def test_cli_export(built: Path, tmp_path: Path) -> None:

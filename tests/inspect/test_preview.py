@@ -14,7 +14,7 @@ from PIL import Image
 
 from datagen.errors import UsageError
 from datagen.inspect.preview import write_preview
-from tests.sft_sets import build_sft_set, datagen, hub_layout_copy, read_rows
+from tests.support.sft_sets import build_sft_set, datagen, hub_layout_copy, read_rows
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -60,15 +60,16 @@ def test_rejects_view_shows_reasons_and_escapes_text(built: Path, tmp_path: Path
     bare = hub_layout_copy(built, tmp_path / "bare")
     with pytest.raises(UsageError, match="no rejects.jsonl"):
         write_preview(bare, tmp_path / "r.html", rejects=True)
-    record = {"id": "t1", "reason": "wrong_answer", "detail": "predicted '3', gold '4'",
+    record = {"id": "t1", "split": "sft", "reason": "wrong_answer",
+              "detail": "predicted '3', gold '4'",
               "family": "chart", "task_type": "chart.vbar.value", "answer": "4",
               "predicted": "3", "question": "<img src=x onerror=alert(1)> how many?",
               "messages": [{"role": "system", "content": "s"},
                            {"role": "user", "content": "<image>\nq"},
                            {"role": "assistant",
                             "content": "<think>t</think>\n<answer>3</answer>"}]}
-    (bare / "rejects.jsonl").write_text(json.dumps(record) + "\n" +
-                                        json.dumps({"reason": "duplicate", "key": "k9"}) + "\n")
+    dup = {"reason": "duplicate", "split": "sft", "key": "k9"}
+    (bare / "rejects.jsonl").write_text(json.dumps(record) + "\n" + json.dumps(dup) + "\n")
     report = write_preview(bare, tmp_path / "r.html", rejects=True)
     page = report.path.read_text()
     assert report.shown == 2

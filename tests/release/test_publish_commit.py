@@ -1,8 +1,9 @@
 """Republishing over a release: every step of the commit leaves one whole release.
 
-tests/test_resume.py SIGKILLs a real `datagen build` at each step; this stops ``publish`` in
-process instead (an exception at a step leaves the folder as a kill there would: nothing after
-it runs), over an SFT + RL set, with a warm ``datasets`` cache, and checks the data swap itself.
+tests/pipeline/test_resume.py SIGKILLs a real `datagen build` at each step; this stops
+``publish`` in process instead (an exception at a step leaves the folder as a kill there would:
+nothing after it runs), over an SFT + RL set, with a warm ``datasets`` cache, and checks the
+data swap itself.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import datagen.release.publish as publish
 import datagen.release.stage as stage
 from datagen.config import BuildConfig
 from datagen.pipeline.shards import ShardSummary, prepare_output, run_shard
-from tests.releases import whole_release
+from tests.support.releases import whole_release
 
 # stage.commit's steps, in order; the data swap comes after the third.
 _STEPS = ("staged", "cleared", "bridged", "swapped", "carded")

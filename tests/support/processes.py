@@ -1,4 +1,4 @@
-"""Helpers shared by the sandbox tests: which modes can run here, and host-side process views."""
+"""Host-side views of processes, for the sandbox tests: alive or not, what a jail holds."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 
 def alive(pid: int) -> bool:
@@ -67,17 +65,3 @@ def eventually(check: Callable[[], bool], seconds: float = 5.0) -> bool:
         time.sleep(0.01)
     return True
 
-
-@pytest.fixture
-def jail_procs() -> Callable[[int], dict[int, int]]:
-    return jail_processes
-
-
-@pytest.fixture
-def soon() -> Callable[[Callable[[], bool]], bool]:
-    return eventually
-
-
-@pytest.fixture
-def is_alive() -> Callable[[int], bool]:
-    return alive
