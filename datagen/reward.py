@@ -44,9 +44,11 @@ _TOOL_RESPONSE = re.compile(r"<tool_response>.*?(?:</tool_response>|\Z)", re.DOT
 _ANSWER_OPEN = re.compile(r"<answer>", re.IGNORECASE)
 _ANSWER_CLOSE = re.compile(r"</answer>", re.IGNORECASE)
 _THINK = re.compile(r"</?think>", re.IGNORECASE)
-# Failed cells render as "Execution error: …" (templates/observation.j2); upstream verl's own
-# failures start with "Error when executing tool".
-_FAILED = re.compile(r"^\s*(?:<tool_response>\s*)?(?:Execution error:|Error when executing tool)")
+# Failed cells render as "Execution error: …" (templates/observation.j2). Calls verl itself
+# answers: "Error when executing tool" (older verl); verl 0.9.1's ToolAgentLoop._call_tool says
+# "Error executing tool '…'", "Unknown function '…'" or "Invalid JSON in arguments for '…'".
+_FAILED = re.compile(r"^\s*(?:<tool_response>\s*)?(?:Execution error:|Error when executing tool|"
+                     r"Error executing tool '|Unknown function '|Invalid JSON in arguments for ')")
 
 
 def _model_text(solution_str: str) -> str:
