@@ -1,10 +1,12 @@
 """The reward of the RL set: verl's custom-reward function, scored by the matcher that built it.
 
-Point verl at this file (``custom_reward_function.path=<this file>``,
-``custom_reward_function.name=compute_score``, or ``compute_score_batch`` with
-``reward_model.reward_manager=batch``). ``solution_str`` is the whole multi-turn response,
-``<tool_response>`` blocks included; those blocks are removed before any format check, since a
-cell's output may print anything (even ``<answer>``).
+Point verl 0.9.1 at this file with ``reward.custom_reward_function.path=<this file>`` and
+``reward.custom_reward_function.name=compute_score`` (the README's verl command prints the
+path). ``compute_score_batch`` is for verl versions with a ``batch`` reward manager and for the
+CodeDance fork; verl 0.9.1 has none (its reward loop scores one rollout at a time).
+``solution_str`` is the whole multi-turn response, ``<tool_response>`` blocks included; those
+blocks are removed before any format check, since a cell's output may print anything (even
+``<answer>``).
 
 Score: 1.0 when the format is right and the answer matches the gold one
 (``datagen.check.matcher.match``, the very check that kept the data), else 0.0. Format: exactly one
@@ -42,9 +44,11 @@ _TOOL_RESPONSE = re.compile(r"<tool_response>.*?(?:</tool_response>|\Z)", re.DOT
 _ANSWER_OPEN = re.compile(r"<answer>", re.IGNORECASE)
 _ANSWER_CLOSE = re.compile(r"</answer>", re.IGNORECASE)
 _THINK = re.compile(r"</?think>", re.IGNORECASE)
-# Failed cells render as "Execution error: …" (templates/observation.j2); upstream verl's own
-# failures start with "Error when executing tool".
-_FAILED = re.compile(r"^\s*(?:<tool_response>\s*)?(?:Execution error:|Error when executing tool)")
+# Failed cells render as "Execution error: …" (templates/observation.j2). Calls verl itself
+# answers: "Error when executing tool" (older verl); verl 0.9.1's ToolAgentLoop._call_tool says
+# "Error executing tool '…'", "Unknown function '…'" or "Invalid JSON in arguments for '…'".
+_FAILED = re.compile(r"^\s*(?:<tool_response>\s*)?(?:Execution error:|Error when executing tool|"
+                     r"Error executing tool '|Unknown function '|Invalid JSON in arguments for ')")
 
 
 def _model_text(solution_str: str) -> str:
@@ -153,7 +157,7 @@ def compute_score_batch(data_sources: Sequence[str], solution_strs: Sequence[str
                         extra_infos: Sequence[Mapping[str, Any] | None] | None = None, *,
                         tool_reward: bool = False, gamma: float = 4.0, beta: float = 0.2,
                         max_answer_chars: int = 200, **kwargs: Any) -> list[dict[str, float]]:
-    """The batch form for verl's ``batch`` reward manager: one result per rollout.
+    """The batch form for a ``batch`` reward manager (not in verl 0.9.1): one result per rollout.
 
     With ``tool_reward=True`` the group accuracy ``mu`` of each prompt is the mean accuracy of
     the rollouts in this batch that share its ``data_source`` and ``extra_info["index"]``.

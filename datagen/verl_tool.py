@@ -35,12 +35,29 @@ trajectory:
   fork of verl, SGLang rollouts) get one session per instance, closed by ``release()``.
 
 Closing happens on a reaper thread, never in the event loop or inside a garbage collection.
+
+Calls. The SFT traces and the system prompt write code as ``<code>`` + a ```` ```python ````
+block + ``</code>``, but upstream verl's ``ToolAgentLoop`` reads calls with the parser named by
+``actor_rollout_ref.rollout.multi_turn.format`` (default ``hermes``: ``<tool_call>`` JSON only),
+so a model fine-tuned on the SFT set would write cells verl never runs. Importing this module
+with verl present registers ``CodeToolParser`` as ``TOOL_PARSER`` ("codedance"); the tool config
+imports it in time: verl's agent-loop worker loads the tools (by class path) in its
+``__init__``, and the ``ToolAgentLoop`` of each trajectory, made later, looks the parser up in
+its own ``__init__``. The parser reads a reply with ``datagen.messages.split_reply``, the rule
+of the build and of ``datagen verify``: the code of the first ``<code>`` block, else of the
+first ``execute_python_code`` ``<tool_call>`` JSON, is one call; a reply with an ``<answer>``
+and no code, or with both (not a usable step), makes none, and verl ends the trajectory. The
+returned content is the reply without the call's block, as verl's hermes parser does: verl
+0.9.1 only stores it as the assistant message in ``AgentData.messages``, next to the call in
+``tool_calls`` (so a chat template re-rendering that message shows the code once); the tokens
+it trains on and continues from are the model's own, unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import queue
 import threading
@@ -51,11 +68,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
 
-from datagen.messages import observation_text
+from datagen.messages import observation_text, split_reply
 from datagen.sandbox import CellResult, Sandbox, Session
 
-__all__ = ["TOOL_NAME", "TOOL_SCHEMA", "CodeTool", "ToolReply", "TrajectorySessions",
-           "image_bytes", "reply_text"]
+__all__ = ["TOOL_NAME", "TOOL_PARSER", "TOOL_SCHEMA", "CodeTool", "CodeToolParser", "ToolCall",
+           "ToolReply", "TrajectorySessions", "image_bytes", "reply_calls", "reply_text"]
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +93,28 @@ TOOL_SCHEMA: dict[str, Any] = {
 }
 """The OpenAI function schema (the same as in the YAML tool config)."""
 
+TOOL_PARSER = "codedance"
+"""The name ``CodeToolParser`` is registered under: ``multi_turn.format=codedance``."""
+
 try:  # verl's own classes when verl is installed; small stand-ins otherwise
     from verl.tools.base_tool import BaseTool as _Base  # type: ignore[import-not-found]
     from verl.tools.schemas import ToolResponse as _VerlResponse  # type: ignore[import-not-found]
 except ImportError:  # verl is optional: duck-type its interface
     _Base = object
     _VerlResponse = None
+
+# Separately: an older verl without the parser registry still gets the tool. This loads verl's
+# agent-loop package (torch, ray), which a trainer's agent-loop worker has loaded already.
+try:
+    from verl.experimental.agent_loop.tool_parser import (  # type: ignore[import-not-found]
+        FunctionCall as _VerlCall,
+    )
+    from verl.experimental.agent_loop.tool_parser import (  # type: ignore[import-not-found]
+        ToolParser as _ParserBase,
+    )
+except ImportError:
+    _ParserBase = object
+    _VerlCall = None
 
 
 @dataclass(slots=True)
@@ -91,6 +124,52 @@ class ToolReply:
     text: str | None = None
     image: list[Any] | None = None
     video: list[Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """What the parser returns per call when verl is absent: the fields of verl's
+    ``FunctionCall`` (``arguments`` is a JSON object string)."""
+
+    name: str
+    arguments: str
+
+
+def reply_calls(text: str) -> tuple[str, list[Any]]:
+    """The content and tool calls of a decoded reply, as ``CodeToolParser`` returns them: at
+    most one ``execute_python_code`` call (``split_reply``'s rule; see the module docstring)
+    and the reply without its block, or the whole reply and no call."""
+    step, content = split_reply(text)
+    if step.code is None:
+        return text, []
+    make = _VerlCall if _VerlCall is not None else ToolCall
+    arguments = json.dumps({"code": step.code}, ensure_ascii=False)
+    return content, [make(name=TOOL_NAME, arguments=arguments)]
+
+
+class CodeToolParser(_ParserBase):  # type: ignore[misc, valid-type]
+    """verl's tool-call parser for the SFT format (``multi_turn.format=codedance``): reads both
+    ``<code>`` blocks and ``<tool_call>`` JSON of ``execute_python_code``, one call per reply.
+
+    A subclass of verl's ``ToolParser`` when verl has one (registered on import), a plain class
+    otherwise. No extra stop tokens: the SFT turns end with the end-of-turn token after
+    ``</code>``, as Qwen-style models end a hermes call.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer  # all that verl's ToolParser.__init__ does
+
+    async def extract_tool_calls(self, responses_ids: list[int],
+                                 tools: list[Any] | None = None) -> tuple[str, list[Any]]:
+        """``(content, calls)`` of the generated ids; ``tools`` is not needed (one tool)."""
+        # Decoded as verl's hermes parser does: special tokens kept, off the event loop.
+        text = await asyncio.get_running_loop().run_in_executor(None, self.tokenizer.decode,
+                                                                responses_ids)
+        return reply_calls(text)
+
+
+if _ParserBase is not object:
+    _ParserBase.register(TOOL_PARSER)(CodeToolParser)
 
 
 def image_bytes(image: Any) -> bytes:

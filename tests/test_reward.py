@@ -115,6 +115,14 @@ def test_tool_calls_count_failures() -> None:
     assert tool_calls(rollout("29")) == (0, 0)
     assert tool_calls("<tool_response>\nError when executing tool: bad json\n</tool_response>") \
         == (0, 1)
+    # What verl 0.9.1's ToolAgentLoop._call_tool answers itself (tool raised, unknown name, bad
+    # JSON) is a failed call too.
+    for text in ("Error executing tool 'execute_python_code': sandbox closed",
+                 "Unknown function 'python'. Available tools: ['execute_python_code']",
+                 "Invalid JSON in arguments for 'execute_python_code': Expecting value"):
+        assert tool_calls(f"<tool_response>\n{text}\n</tool_response>") == (0, 1), text
+    assert tool_calls("<tool_response>\nCode execution successful, output:\nUnknown function "
+                      "'f'\n</tool_response>") == (1, 1)  # a cell may print anything
 
 
 def test_tool_term_follows_codedance() -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import io
+import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -12,10 +15,20 @@ import pytest
 import yaml
 from PIL import Image
 
-from datagen.messages import observation_text
+from datagen.messages import assistant_text, observation_text, parse_reply
+from datagen.records import Step
 from datagen.sandbox import Sandbox
 from datagen.templates import resource_dir
-from datagen.verl_tool import TOOL_SCHEMA, CodeTool, image_bytes, reply_text
+from datagen.verl_tool import (
+    TOOL_NAME,
+    TOOL_SCHEMA,
+    CodeTool,
+    CodeToolParser,
+    ToolCall,
+    image_bytes,
+    reply_calls,
+    reply_text,
+)
 
 
 def _png(size: tuple[int, int] = (64, 48)) -> bytes:
@@ -228,3 +241,67 @@ def test_without_agent_data_the_session_lives_as_long_as_the_instance(sandbox: S
     first, second = _call(tool, _png(), "x = 41", "print(x + 1)")
     assert "42" in second[0].text
     assert len(tool.trajectories) == 0 and tool._instances == {}
+
+
+# -- the tool-call parser (multi_turn.format=codedance; tests/verl/ runs it in verl's loop) -------
+
+def _code_call(code: str) -> list[ToolCall]:
+    return [ToolCall(name=TOOL_NAME, arguments=json.dumps({"code": code}, ensure_ascii=False))]
+
+
+def test_an_sft_turn_is_one_call_and_the_content_is_the_rest() -> None:
+    code = 'import numpy as np\nprint(np.asarray(input_image).shape, "ü")'
+    turn = assistant_text(Step(think="Measure it.", code=code))  # as the build writes a turn
+    content, calls = reply_calls(turn)
+    assert calls == _code_call(code) and json.loads(calls[0].arguments)["code"] == code
+    assert content.startswith("<think>Measure it.</think>") and "<code>" not in content
+    assert "np.asarray" not in content
+
+
+def test_a_hermes_call_is_read_too_and_only_the_first_call_counts() -> None:
+    first = json.dumps({"name": TOOL_NAME, "arguments": {"code": "x = 1"}})
+    other = json.dumps({"name": "web_search", "arguments": {"q": "x"}})
+    turn = (f"<think>t</think>\n<tool_call>{other}</tool_call><tool_call>{first}</tool_call>"
+            "<code>\n```python\nprint(2)\n```\n</code>")
+    # A <code> block wins over <tool_call> JSON, as in parse_reply; one cell per turn.
+    assert reply_calls(turn)[1] == _code_call("print(2)")
+    content, calls = reply_calls(turn[:turn.index("<code>")])
+    assert calls == _code_call("x = 1")
+    assert content == f"<think>t</think>\n<tool_call>{other}</tool_call>"
+
+
+@pytest.mark.parametrize("turn", [
+    "<think>Read it.</think>\n<answer>Jun</answer>",
+    assistant_text(Step(think="Both.", code="print(1)", answer="Jun")),  # no usable step
+    "<think>Truncated.</think>\n<code>\n```python\nprint(1)\n",  # never closed
+    "<think>Nothing to run.</think>",
+])
+def test_a_reply_without_a_usable_step_makes_no_call(turn: str) -> None:
+    assert reply_calls(turn) == (turn, [])
+    assert parse_reply(turn).code is None  # the same rule as the build and datagen verify
+
+
+class _Utf8:
+    """A tokenizer's decode, enough for the parser."""
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(ids).decode("utf-8")
+
+
+def test_the_parser_decodes_and_parses_like_verls_parsers() -> None:
+    turn = assistant_text(Step(think="Go.", code="print(input_image.size)"))
+    parser = CodeToolParser(_Utf8())
+    content, calls = asyncio.run(parser.extract_tool_calls(list(turn.encode()), None))
+    assert (content, calls) == reply_calls(turn) and calls == _code_call("print(input_image.size)")
+
+
+def test_the_module_works_without_verl_and_does_not_import_it() -> None:
+    probe = ("import importlib.util, sys; import datagen.verl_tool as v; "
+             "print(importlib.util.find_spec('verl') is None, "
+             "any(m == 'verl' or m.startswith('verl.') for m in sys.modules), "
+             "v.CodeToolParser.__bases__ == (object,))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout.split()
+    if out[0] != "True":
+        pytest.skip("verl is installed here; tests/verl/ covers the registered parser")
+    assert out[1:] == ["False", "True"]

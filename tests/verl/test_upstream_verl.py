@@ -2,8 +2,9 @@
 
 verl is not installed in the project's venv, so these tests build (once, cached; see
 ``verl_env.py``) a venv with verl 0.9.1 and CPU torch and run ``verl_checks.py`` there against
-an RL set built here. Without a package registry they skip, unless ``DATAGEN_REQUIRE_VERL=1``
-(set by ``.ci/run``) makes that a failure. Cold: a few minutes to build the venv; warm: ~1 min.
+an RL set and an SFT row built here (the build's stack is not in that venv). Without a package
+registry they skip, unless ``DATAGEN_REQUIRE_VERL=1`` (set by ``.ci/run``) makes that a
+failure. Cold: a few minutes to build the venv; warm: ~1 min.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.support.rl_sets import rl_rows, write_rl_set
+from datagen.check.verify import verify_trajectory
+from datagen.pipeline.rollout import rollout
+from datagen.pipeline.rows import sft_row
+from datagen.sandbox import Sandbox
+from datagen.teachers.scripted import ScriptedTeacher
+from tests.support.rl_sets import rl_rows, rl_tasks, write_rl_set
 from tests.verl.verl_env import REQUIRED_VAR, REQUIREMENTS, EnvUnavailable, ensure_env
 
 pytestmark = pytest.mark.slow
@@ -55,6 +61,19 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def _write_sft_row(path: Path) -> Path:
+    """The SFT row ``datagen build`` makes of the task of the first RL row (``rl_rows(1)[0]``):
+    the scripted teacher's trajectory, verified; as JSON (the images left out)."""
+    task = rl_tasks(1)[0]
+    with Sandbox(timeout=15.0) as sandbox:
+        traj = rollout(task, ScriptedTeacher(), sandbox)
+        verdict = verify_trajectory(traj, 6, sandbox)
+    assert verdict.kept, verdict
+    row = sft_row(traj, verdict)
+    path.write_text(json.dumps({k: v for k, v in row.items() if k != "images"}))
+    return path
+
+
 def _pins(lines: list[str]) -> dict[str, str]:
     pins = {}
     for line in lines:
@@ -68,16 +87,17 @@ def _pins(lines: list[str]) -> dict[str, str]:
 def test_the_tool_and_the_reward_work_in_verls_agent_loop(verl_python: Path,
                                                           tmp_path: Path) -> None:
     folder = write_rl_set(tmp_path / "rl", rl_rows(1))  # a chart, a geometry, a search scene
+    sft = _write_sft_row(tmp_path / "sft-row.json")
     report = tmp_path / "fifty.json"
     proc = subprocess.run(
         [str(verl_python), "-m", "pytest", str(CHECKS), "--noconftest", "-p", "no:cacheprovider",
          "-q", "-s", "-W", "ignore::DeprecationWarning"],
-        cwd=CHECKOUT, env=_env(tmp_path, DATAGEN_RL_SET=str(folder),
+        cwd=CHECKOUT, env=_env(tmp_path, DATAGEN_RL_SET=str(folder), DATAGEN_SFT_ROW=str(sft),
                                DATAGEN_VERL_REPORT=str(report)),
         capture_output=True, text=True, timeout=900)
     tail = proc.stdout[-8000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, tail
-    assert re.search(r"^8 passed", proc.stdout, re.MULTILINE), tail
+    assert re.search(r"^12 passed", proc.stdout, re.MULTILINE), tail
     fifty = json.loads(report.read_text())
     print("fifty trajectories through ToolAgentLoop._call_tool:", fifty)
     assert fifty["own_state"] == 50 and fifty["foreign_state"] == 0

@@ -4,11 +4,13 @@ Runs in the venv of ``tests/verl/requirements.txt`` (``test_upstream_verl.py`` s
 the checkout on PYTHONPATH and a built RL set in ``DATAGEN_RL_SET``); never collected by the
 project's own pytest run, which has no verl. Everything comes from the README's verl command:
 its overrides are composed with verl's own ``ppo_trainer`` config, the RL parquet is read by
-verl's ``RLHFDataset``, the tools are made by ``initialize_tools_from_config``, calls go through
-``ToolAgentLoop._call_tool`` of a loop built by its own ``__init__`` (with a byte-level
-tokenizer made here, so no model is downloaded), and the reward is loaded by
-``get_custom_reward_fn``. The SFT side of each comparison is a plain ``Sandbox`` session on the
-row's published image, formatted by ``observation_text``, as ``datagen build`` does.
+verl's ``RLHFDataset``, the tools are made by ``initialize_tools_from_config``, calls are read
+by the parser the README names (``multi_turn.format``) and go through ``ToolAgentLoop._call_tool``
+of a loop built by its own ``__init__`` (with a byte-level tokenizer made here, so no model is
+downloaded), whole SFT trajectories go through ``ToolAgentLoop.run`` with a scripted LLM server,
+and the reward is loaded by ``get_custom_reward_fn``. The SFT side of each comparison is a plain
+``Sandbox`` session on the row's published image, formatted by ``observation_text``, as
+``datagen build`` does, or a built SFT row (``DATAGEN_SFT_ROW``, made by the caller).
 """
 
 from __future__ import annotations
@@ -45,18 +47,22 @@ from verl.experimental.agent_loop.agent_loop import (
     _agent_loop_registry,
 )
 from verl.experimental.agent_loop.tool_agent_loop import AgentData, ToolAgentLoop
+from verl.experimental.agent_loop.tool_parser import FunctionCall, ToolParser
 from verl.tools.schemas import ToolResponse
 from verl.tools.tool_registry import initialize_tools_from_config
 from verl.trainer.ppo.reward import get_custom_reward_fn
 from verl.utils.dataset.rl_dataset import RLHFDataset
+from verl.workers.rollout.replica import TokenOutput
 
-from datagen.messages import observation_text
+from datagen.messages import assistant_text, observation_text
+from datagen.records import Step
 from datagen.sandbox import Sandbox
-from datagen.verl_tool import TOOL_NAME, CodeTool
+from datagen.verl_tool import TOOL_NAME, TOOL_PARSER, CodeTool, CodeToolParser
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 OUT = Path(os.environ.get("DATAGEN_RL_SET", "/nonexistent"))
 REPORT = os.environ.get("DATAGEN_VERL_REPORT")
+SFT_ROW = Path(os.environ.get("DATAGEN_SFT_ROW", "/nonexistent"))
 PARQUET = "data/rl-00000-of-00001.parquet"
 
 
@@ -141,12 +147,46 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
                                    pad_token="<|endoftext|>")
 
 
-def make_loop(config: DictConfig, tool_config_path: str) -> ToolAgentLoop:
-    """A ToolAgentLoop built by its own __init__, as verl's agent loop worker builds one."""
+# The parts of Qwen's ChatML template a text rollout uses (Qwen2.5 / Qwen3 without their
+# think handling): a tool message becomes a user turn <tool_response>\n…\n</tool_response>,
+# as Qwen3-VL's template renders it.
+CHATML = (
+    "{%- for message in messages %}"
+    "{%- if message.role == 'tool' %}"
+    "{%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}"
+    "{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\n<tool_response>\n' + message.content + '\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}"
+    "{{- '<|im_end|>\n' }}{%- endif %}"
+    "{%- elif message.role == 'assistant' and message.tool_calls %}"
+    "{{- '<|im_start|>assistant' }}{%- if message.content %}{{- '\n' + message.content }}"
+    "{%- endif %}{%- for call in message.tool_calls %}"
+    "{{- '\n<tool_call>\n{\"name\": \"' + call.function.name + '\", \"arguments\": ' }}"
+    "{{- call.function.arguments | tojson }}{{- '}\n</tool_call>' }}{%- endfor %}"
+    "{{- '<|im_end|>\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+
+
+def chat_tokenizer() -> PreTrainedTokenizerFast:
+    """The byte-level tokenizer with a Qwen-style chat template (``CHATML``)."""
+    tok = byte_tokenizer()
+    tok.chat_template = CHATML
+    return tok
+
+
+def make_loop(config: DictConfig, tool_config_path: str, **kwargs: Any) -> ToolAgentLoop:
+    """A ToolAgentLoop built by its own __init__, as verl's agent loop worker builds one
+    (``kwargs``: another server_manager, tokenizer or hf_model_type)."""
     tools = initialize_tools_from_config(tool_config_path)
-    return ToolAgentLoop(trainer_config=DictConfigWrap(config), server_manager=None,
-                         tokenizer=byte_tokenizer(), processor=None, dataset_cls=RLHFDataset,
-                         data_config=DictConfigWrap(config.data), tools=ToolListWrap(tools))
+    parts: dict[str, Any] = {"server_manager": None, "tokenizer": byte_tokenizer(), **kwargs}
+    return ToolAgentLoop(trainer_config=DictConfigWrap(config), processor=None,
+                         dataset_cls=RLHFDataset, data_config=DictConfigWrap(config.data),
+                         tools=ToolListWrap(tools), **parts)
 
 
 @pytest.fixture(scope="module")
@@ -171,10 +211,21 @@ def trajectory(loop: ToolAgentLoop, row: dict[str, Any], priority: int = 0) -> A
                      request_id=request_id, tools_kwargs=row["tools_kwargs"])
 
 
-async def call(loop: ToolAgentLoop, agent_data: AgentData, code: str) -> ToolResponse:
-    """One model turn calling the tool: the hermes parser reads the call from the model's
-    tokens, then ``_call_tool`` runs it, as ``_handle_processing_tools_state`` does."""
-    turn = f'<tool_call>{json.dumps({"name": TOOL_NAME, "arguments": {"code": code}})}</tool_call>'
+def model_turn(code: str, hermes: bool = False) -> str:
+    """An assistant turn running ``code``: the SFT format (``assistant_text``, as the build
+    writes it) or a hermes ``<tool_call>``."""
+    if hermes:
+        call = json.dumps({"name": TOOL_NAME, "arguments": {"code": code}})
+        return f"<think>Run it.</think>\n<tool_call>{call}</tool_call>"
+    return assistant_text(Step(think="Run it.", code=code))
+
+
+async def call(loop: ToolAgentLoop, agent_data: AgentData, code: str,
+               hermes: bool = False) -> ToolResponse:
+    """One model turn calling the tool: the loop's parser (the README's format) reads the call
+    from the model's tokens, then ``_call_tool`` runs it, as ``_handle_processing_tools_state``
+    does."""
+    turn = model_turn(code, hermes)
     schemas = [tool.tool_schema for tool in loop.tools.values()]
     ids = loop.tokenizer.encode(turn, add_special_tokens=False)
     _, (function_call,) = await loop.tool_parser.extract_tool_calls(ids, schemas)
@@ -208,6 +259,8 @@ def test_the_readme_command_is_what_verl_reads(config: DictConfig, rows: list[di
     assert verl.__version__ == "0.9.1"
     multi_turn = config.actor_rollout_ref.rollout.multi_turn
     assert multi_turn.enable and Path(multi_turn.tool_config_path).is_file()
+    # The SFT traces' call format, registered when the tool config imported datagen.verl_tool.
+    assert multi_turn.format == TOOL_PARSER and isinstance(loop.tool_parser, CodeToolParser)
     assert Path(config.reward.custom_reward_function.path).is_file()
     assert rows and {row["agent_name"] for row in rows} == {"tool_agent"}
     assert "tool_agent" in _agent_loop_registry
@@ -245,11 +298,11 @@ def test_rollouts_of_one_prompt_do_not_share_state(loop: ToolAgentLoop,
                                                    rows: list[dict[str, Any]]) -> None:
     a, b = trajectory(loop, rows[0]), trajectory(loop, rows[0])
 
-    async def run() -> list[ToolResponse]:
-        await call(loop, a, "secret = 'a'; open('a.txt', 'w').write('a')")
-        return [await call(loop, b, "import os; print(sorted(os.listdir('.')))"),
-                await call(loop, b, "print(secret)"),
-                await call(loop, a, "print(secret)")]
+    async def run() -> list[ToolResponse]:  # hermes calls: the same parser reads both formats
+        await call(loop, a, "secret = 'a'; open('a.txt', 'w').write('a')", hermes=True)
+        return [await call(loop, b, "import os; print(sorted(os.listdir('.')))", hermes=True),
+                await call(loop, b, "print(secret)", hermes=True),
+                await call(loop, a, "print(secret)", hermes=True)]
 
     listing, b_secret, a_secret = asyncio.run(run())
     assert listing.text.endswith("\n['input_image.jpg']")
@@ -353,14 +406,139 @@ def test_fifty_trajectories_at_once_each_see_only_their_own_state(
     assert open_before >= 50 and summary["open_at_end"] == 0 and busy_jails == 0
 
 
+# -- whole trajectories through ToolAgentLoop.run -------------------------------------------------
+
+class ScriptedServer:
+    """Stands in for verl's LLM server manager: each ``generate`` answers with the next scripted
+    reply as a model ends its turn (the reply's ids, then ``<|im_end|>``), and keeps the prompts
+    it was sent. Asked for a turn after the last reply, it fails the test."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerFast, replies: list[str]) -> None:
+        self.tokenizer = tokenizer
+        self.replies = list(replies)
+        self.prompts: list[list[int]] = []
+
+    async def generate(self, *, prompt_ids: list[int], **kwargs: Any) -> TokenOutput:
+        self.prompts.append(list(prompt_ids))
+        if not self.replies:
+            raise AssertionError("the loop asked for another turn after the last scripted reply")
+        ids = self.tokenizer.encode(self.replies.pop(0), add_special_tokens=False)
+        return TokenOutput(token_ids=[*ids, self.tokenizer.eos_token_id])
+
+
+@pytest.fixture(scope="module")
+def sft_row() -> dict[str, Any]:
+    """A built SFT row (scripted teacher, verified) of the task of the first RL row."""
+    return json.loads(SFT_ROW.read_text())
+
+
+def as_text(message: dict[str, Any]) -> dict[str, str]:
+    """A message of verl's raw prompt as text: its image parts become the ``<image>`` token
+    they were split from (a text-only rollout; the image still reaches the tool)."""
+    content = message["content"]
+    if not isinstance(content, str):
+        content = "".join(part["text"] if part["type"] == "text" else f"<{part['type']}>"
+                          for part in content)
+    return {"role": message["role"], "content": content}
+
+
+def run_trajectory(config: DictConfig, row: dict[str, Any], prompt: list[dict[str, Any]],
+                   replies: list[str]) -> tuple[Any, ScriptedServer]:
+    """``ToolAgentLoop.run`` on a text-only ``prompt`` and ``row``'s tools kwargs (its image
+    reaches the tool), the model's turns scripted; returns verl's output and the server."""
+    roomy = copy.deepcopy(config)
+    with open_dict(roomy):  # one token per byte: room for a whole trajectory, no truncation
+        roomy.actor_rollout_ref.rollout.prompt_length = 1 << 15
+        roomy.actor_rollout_ref.rollout.response_length = 1 << 15
+    tokenizer = chat_tokenizer()
+    server = ScriptedServer(tokenizer, replies)
+
+    async def run() -> Any:
+        # Built inside the running event loop: AgentLoopBase keeps the loop it is made in.
+        loop = make_loop(roomy, roomy.actor_rollout_ref.rollout.multi_turn.tool_config_path,
+                         server_manager=server, tokenizer=tokenizer, hf_model_type="qwen3")
+        try:
+            return await loop.run({}, raw_prompt=prompt, tools_kwargs=row["tools_kwargs"],
+                                  extra_info=row["extra_info"])
+        finally:
+            loop.tools[TOOL_NAME].close()
+
+    return asyncio.run(run()), server
+
+
+def trained_text(output: Any) -> list[str]:
+    """The stretches of the response verl trains on (``response_mask`` 1), decoded."""
+    tokenizer = chat_tokenizer()
+    runs: list[list[int]] = []
+    previous = 0
+    for token, mask in zip(output.response_ids, output.response_mask, strict=True):
+        if mask and not previous:
+            runs.append([])
+        if mask:
+            runs[-1].append(token)
+        previous = mask
+    return [tokenizer.decode(ids) for ids in runs]
+
+
+def test_an_sft_trajectory_runs_unchanged_in_verls_loop(config: DictConfig,
+                                                       rows: list[dict[str, Any]],
+                                                       sft_row: dict[str, Any]) -> None:
+    """The SFT row's assistant turns as the model's replies: verl's loop reads their
+    ``<code>`` blocks with our parser, runs them in one session, and shows the SFT
+    observations, so the rollout is the SFT conversation token for token."""
+    messages = sft_row["messages"]
+    # verl's prompt of the RL row, as text (no processor here), is the SFT row's prompt.
+    prompt = [as_text(message) for message in rows[0]["raw_prompt"]]
+    assert prompt == messages[:2]
+    replies = [m["content"] for m in messages if m["role"] == "assistant"]
+    codes = [re.search(r"```python\n(.*?)```", r, re.DOTALL) for r in replies]
+    assert codes[0] and codes[1] and not codes[2] and "<answer>" in replies[2]
+    # The second cell reads what the first one left: only a kept session gives the SFT output.
+    assert "vals" in codes[0].group(1) and "vals" in codes[1].group(1)
+    output, server = run_trajectory(config, rows[0], prompt, replies)
+    tokenizer = chat_tokenizer()
+    transcript = tokenizer.decode(output.prompt_ids + output.response_ids)
+    # The template ends every turn with "\n"; the model's last turn ends at <|im_end|>.
+    assert transcript + "\n" == tokenizer.apply_chat_template(messages, tokenize=False)
+    assert len(server.prompts) == len(replies) and output.num_turns == len(messages) - 1
+    assert trained_text(output) == [f"{reply}<|im_end|>" for reply in replies]
+    assert "Execution error" not in transcript
+
+
+@pytest.mark.parametrize("kind", ["answer", "code and answer"])
+def test_a_reply_without_a_usable_call_ends_the_trajectory(config: DictConfig,
+                                                          rows: list[dict[str, Any]],
+                                                          sft_row: dict[str, Any],
+                                                          kind: str) -> None:
+    messages = sft_row["messages"]
+    answer = messages[-1]["content"]  # the SFT row's last turn: <think>…</think><answer>…
+    if kind != "answer":  # parse_reply's rule: an answer before the code's output is no step
+        answer = assistant_text(Step(think="Both at once.", code="print(1)", answer="Jun"))
+    prompt = [as_text(message) for message in rows[0]["raw_prompt"]]
+    output, server = run_trajectory(config, rows[0], prompt, [answer])
+    assert len(server.prompts) == 1 and output.num_turns == 2
+    assert trained_text(output) == [f"{answer}<|im_end|>"]  # no tool response was added
+    assert all(output.response_mask)
+
+
+def test_verls_registry_reads_both_formats_with_our_parser(loop: ToolAgentLoop) -> None:
+    parser = ToolParser.get_tool_parser(TOOL_PARSER, loop.tokenizer)
+    assert isinstance(parser, CodeToolParser) and parser.stop_token_ids == []
+    for hermes in (False, True):
+        ids = loop.tokenizer.encode(model_turn("x = 1", hermes), add_special_tokens=False)
+        content, calls = asyncio.run(parser.extract_tool_calls(ids, None))
+        assert calls == [FunctionCall(name=TOOL_NAME, arguments=json.dumps({"code": "x = 1"}))]
+        # The content verl keeps beside the call: the reply without the call's block.
+        assert content.startswith("<think>Run it.</think>") and "x = 1" not in content
+
+
 def test_compute_score_loads_through_verl_and_scores_rollouts(
         config: DictConfig, loop: ToolAgentLoop, rows: list[dict[str, Any]]) -> None:
     compute_score = get_custom_reward_fn(config)
     assert compute_score is not None
     row = rows[0]
     observed = asyncio.run(call(loop, trajectory(loop, row), "print(input_image.size)"))
-    turn = ('<think>Let me look.</think>\n<tool_call>{"name": "execute_python_code", '
-            '"arguments": {"code": "print(input_image.size)"}}</tool_call>\n'
+    turn = (f"{model_turn('print(input_image.size)')}\n"
             f"<tool_response>\n{observed.text}\n</tool_response>\n")
     gold = row["reward_model"]["ground_truth"]
     right = compute_score(data_source=row["data_source"], solution_str=f"{turn}<answer>{gold}"
