@@ -28,8 +28,11 @@ from pathlib import Path
 
 from PIL import Image
 
-_MISS = re.compile(r"\b(not found|found nothing|no match|nothing found|missed|no pixels|"
-                   r"empty)\b", re.IGNORECASE)
+# A reported miss in an observation, or a next thought that takes one up.
+_MISS = re.compile(r"\b(not found|found nothing|no match|nothing found|missed|no pixels|empty|"
+                   r"no \w+ (?:within|near|in|found|there))\b", re.IGNORECASE)
+_RETRY = re.compile(r"\b(again|missed|not found|wider|widen|retry|look(?:ed)? elsewhere|"
+                    r"off target|did not|didn't|no \w+ (?:within|near|in))\b", re.IGNORECASE)
 _NAME = re.compile(r"\b[A-Za-z_][A-Za-z_0-9]*\b")
 _NUM = re.compile(r"-?\d+(?:\.\d+)?")
 _STRING = re.compile(r"(['\"]).*?\1")
@@ -90,10 +93,12 @@ def main() -> None:
             elif m["role"] == "user" and m["content"].startswith("<tool_response>"):
                 lines = _observation_lines(m["content"])
                 last_lines = lines
-                more_code = any(x["role"] == "assistant" and "<code>" in x["content"]
-                                for x in msgs[i + 1:])
+                after = [x for x in msgs[i + 1:] if x["role"] == "assistant"]
+                more_code = any("<code>" in x["content"] for x in after)
                 failed = any("error" in ln.lower() and "execution" in ln.lower() for ln in lines)
-                if more_code and (failed or any(_MISS.search(ln) for ln in lines)):
+                missed = any(_MISS.search(ln) for ln in lines) or bool(
+                    after and _RETRY.search(parse_reply(after[0]["content"]).think))
+                if more_code and (failed or missed):
                     recovered = True
         by_family[fam]["recovered"] += recovered
         for code in cells:
