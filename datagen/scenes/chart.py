@@ -65,6 +65,7 @@ class Layout(TypedDict, total=False):
     read: list[float]  # what reading values needs: frame, value and tick labels, legend
     legend: list[float]  # the legend box, when there is one
     pie: list[float]  # the pie's centre x, y and radius
+    entries: dict[str, list[float]]  # legend entries (swatch and text), or the pie's labels
 
 
 class ChartSpec(TypedDict, total=False):
@@ -292,6 +293,16 @@ def _render(spec: Spec) -> tuple[bytes, Layout]:
                       "read": box(Bbox.union([frame, *texts, *legend_box]))}
     if leg is not None:
         layout["legend"] = box(leg.get_window_extent(renderer))
+        # Each legend entry: its text and, left of it to the legend's edge, its swatch (a
+        # scatter handle has no finite extent of its own).
+        left = leg.get_window_extent(renderer).x0
+        layout["entries"] = {}
+        for t in leg.get_texts():
+            tb = t.get_window_extent(renderer)
+            layout["entries"][t.get_text()] = box(Bbox([[left, tb.y0], [tb.x1, tb.y1]]))
+    elif spec["kind"] == "pie":
+        layout["entries"] = {t.get_text(): box(t.get_window_extent(renderer))
+                             for t in ax.texts if t.get_text() in spec["categories"]}
     if spec["kind"] == "pie":
         (cx, cy), (ex, _) = ax.transData.transform([(0.0, 0.0), (1.0, 0.0)])
         layout["pie"] = [round(float(cx), 1), round(h - float(cy), 1), round(float(ex - cx), 1)]

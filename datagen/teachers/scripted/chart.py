@@ -24,6 +24,7 @@ observation becomes a recovery cell.
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from typing import Any
 
 from datagen.records import Step, Task, Turn
 from datagen.scenes.chart import KIND_BY_NAME, table_of, value_labels
-from datagen.teachers.scripted.base import Say, answer_from_output, task_rng
+from datagen.teachers.scripted.base import Say, task_rng
 from datagen.teachers.scripted.perception import Looker, colour_name
 from datagen.templates import load_yaml, render, render_string
 
@@ -149,7 +150,10 @@ class ChartScript:
                         view=str(rng.choice(["view", "zoomed", "crop"])),
                         show=bool(rng.random() < 0.5))
         if style == "locate":
-            return Plan(cells=(Cell(("locate",)),), **common)
+            return Plan(cells=(Cell(("locate",)),), **common,
+                        colours=str(rng.choice(["look", "colour"])),
+                        pad=float(rng.choice([0.02, 0.03])),
+                        view=str(rng.choice(["view", "zoomed", "crop"])))
         kind = spec["kind"]
         if kind == "pie":
             layout = _PIE_LAYOUTS[int(rng.integers(len(_PIE_LAYOUTS)))]
@@ -157,12 +161,12 @@ class ChartScript:
                         measure=str(rng.choice(["area", "ring"])))
         layout = _LAYOUTS[int(rng.integers(len(_LAYOUTS)))]
         if len(spec["series"]) > 1:
-            colours = str(rng.choice(["rows", "blobs"]))
+            colours = str(rng.choice(["rows", "blobs", "guesses"]))
         else:
             # A thin line or small markers have no flat area for a most common shade.
             own = ["mode", "median"] if kind in ("vbar", "hbar") else ["median"]
-            colours = "guess" if rng.random() < 0.45 else str(rng.choice(own))
-        measure = {"line": ["columns", "markers"], "scatter": ["median", "largest"]}.get(
+            colours = "guess" if rng.random() < 0.7 else str(rng.choice(own))
+        measure = {"line": ["columns", "markers"], "scatter": ["opening", "largest"]}.get(
             kind, ["profile", "blobs"])
         return Plan(cells=tuple(Cell(p) for p in layout), **common, frame=int(rng.integers(2)),
                     calib=str(rng.choice(["marks", "edges"])), colours=colours,
@@ -184,17 +188,32 @@ class ChartScript:
         """The cell that redoes ``cell`` when its observation shows a miss (else None)."""
         res = turn.result
         assert res is not None
-        if "colours" in cell.parts and plan.colours == "guess" and cell.retry == 0 \
+        if "colours" in cell.parts and plan.colours in ("guess", "guesses") and cell.retry == 0 \
                 and res.status == "error" and res.error_type == "AssertionError":
             return Cell(cell.parts[cell.parts.index("colours"):], retry=1)
         if res.status != "ok":
             return None
         if cell.parts == ("zoom",) and cell.retry < 2 and self._cut(task, res.stdout):
             return Cell(("zoom",), retry=cell.retry + 1)
-        if cell.parts == ("locate",) and self._wrong_pick(task, res.stdout) is not None \
-                and cell.retry + 1 < len(_palette(task.scene.spec)):
-            return Cell(("locate",), retry=cell.retry + 1)
+        if cell.parts == ("locate",):
+            looked = plan.colours == "look"
+            if looked and cell.retry == 0:
+                return None if self._shows_entry(task, res.stdout) else Cell(("locate",), 1)
+            rank = cell.retry - looked
+            if self._wrong_pick(task, res.stdout) is not None \
+                    and rank + 1 < len(_palette(task.scene.spec)):
+                return Cell(("locate",), retry=cell.retry + 1)
         return None
+
+    @staticmethod
+    def _shows_entry(task: Task, stdout: str) -> bool:
+        """Whether a printed crop holds the asked colour's swatch (or slice label) and text."""
+        m = _CROP.search(stdout)
+        if m is None:
+            return False
+        x0, y0, x1, y1 = (int(v) for v in m.groups())
+        e0, f0, e1, f1 = task.scene.spec["layout"]["entries"][task.answer]
+        return x0 <= e0 and y0 <= f0 and e1 <= x1 and f1 <= y1
 
     @staticmethod
     def _cut(task: Task, stdout: str) -> list[str]:
@@ -244,7 +263,17 @@ class ChartScript:
 
     def _answer(self, task: Task, style: str, history: Sequence[Turn], say: Say) -> Step:
         if style != "locate":
-            return answer_from_output(history, say)
+            result = history[-1].result if history else None
+            lines = [ln.strip() for ln in (result.stdout if result else "").splitlines()
+                     if ln.strip()]
+            if not lines:
+                return Step(think=say("give_up", error="no output"))
+            f = task.facts
+            claim = render_string(load_yaml("teacher/chart.yaml")["claims"][f["op"]],
+                                  result=lines[-1], a=f.get("a"), b=f.get("b"),
+                                  series=f.get("series"), threshold=f.get("threshold"),
+                                  total=f.get("total"))
+            return Step(think=say("final", result=lines[-1], claim=claim), answer=lines[-1])
         # The name printed beside the swatch (or slice) in the last zoomed crop.
         return Step(think=say("locate_answer", color=task.facts["color"], answer=task.answer),
                     answer=task.answer)
@@ -312,8 +341,28 @@ class ChartScript:
                                   axis_plural=spec["category_plural"]))
             elif part == "compute":
                 codes.append(self._compute_code(task, plan, None))
-                thinks.append(say("do_op", op_text=self._op_text(task)))
+                seen = self._seen(task, plan, history) if len(cell.parts) == 1 else ""
+                thinks.append(say("do_op", op_text=self._op_text(task), seen=seen))
         return Step(think=" ".join(t for t in thinks if t), code="\n\n".join(codes))
+
+    def _seen(self, task: Task, plan: Plan, history: Sequence[Turn]) -> str:
+        """The measured values the last cell printed, as a reader would restate them."""
+        res = history[-1].result if history else None
+        lines = (res.stdout if res else "").strip().splitlines()
+        try:
+            table = ast.literal_eval(lines[-1]) if lines else None
+        except (ValueError, SyntaxError):
+            return ""
+        if not isinstance(table, dict):
+            return ""
+        key = self._compute_key(task, plan)
+        rows = list(table.values()) if key is None else [table.get(key)]
+        if not all(isinstance(r, dict) for r in rows):
+            return ""
+        if key is None:  # stacked totals: say each series' part
+            return "; ".join(f"{k}: " + ", ".join(f"{c} {v}" for c, v in r.items())
+                             for k, r in table.items())
+        return ", ".join(f"{c} {v}" for c, v in rows[0].items())
 
     def _colours(self, task: Task, plan: Plan, cell: Cell, say: Say,
                  look: Looker) -> tuple[str, str]:
@@ -325,12 +374,18 @@ class ChartScript:
             return (render("code/chart_pie_slices.py.j2", n=n),
                     say("col_slices", colours=_listing(sorted(set(seen))), k=len(seen)))
         if len(spec["series"]) > 1:
-            seen = [look.colour(c)[0] for c in _palette(spec)]
-            code = render("code/chart_colours.py.j2", n=n, variant=plan.colours,
-                          names=[s["name"] for s in spec["series"]])
-            return code, say(f"col_{plan.colours}", names=_listing(
-                [repr(s["name"]) for s in spec["series"]]), colours=_listing(seen),
-                things=things)
+            looks = [look.colour(c) for c in _palette(spec)]
+            names = [s["name"] for s in spec["series"]]
+            variant = plan.colours
+            # Two swatches that look the same colour cannot be told apart by a rough look.
+            alike = len({seen for seen, _ in looks}) < len(looks)
+            if variant == "guesses" and (cell.retry or alike):
+                variant = "rows"
+            code = render("code/chart_colours.py.j2", n=n, variant=variant, names=names,
+                          guesses={name: rough for name, (_, rough) in zip(names, looks,
+                                                                          strict=True)})
+            return code, say(f"col_{variant}", names=_listing([repr(x) for x in names]),
+                             colours=_listing([seen for seen, _ in looks]), things=things)
         variant = plan.colours
         if variant == "guess" and cell.retry:
             variant = "median"
@@ -367,7 +422,8 @@ class ChartScript:
             think = say("zoom_whole" if whole else "zoom_redo", sides=_listing(cut),
                         labels=labels)
         else:
-            think = say("zoom_open", labels=labels, op_text=self._op_text(task))
+            think = say("zoom_open", labels=labels, op_text=self._op_text(task),
+                        p0=tuple(p0), p1=tuple(p1))
         return Step(think=think, code=code)
 
     def _read_step(self, task: Task, plan: Plan, say: Say) -> Step:
@@ -391,15 +447,27 @@ class ChartScript:
                 look: Looker) -> Step:
         spec = task.scene.spec
         where = "pie" if spec["kind"] == "pie" else "legend"
+        color = task.facts["color"]
+        if plan.colours == "look" and cell.retry == 0:
+            entry = spec["layout"]["entries"][task.answer]
+            box, _ = look.region(entry, spec["size"])
+            code = render("code/chart_locate_look.py.j2", box=tuple(box), pad=plan.pad,
+                          color=color, thing="slice" if where == "pie" else "swatch",
+                          view=plan.view)
+            return Step(think=say("locate_look", color=color, where=where,
+                                  x=(box[0] + box[2]) // 2, y=(box[1] + box[3]) // 2), code=code)
+        rank = cell.retry - (plan.colours == "look")
         _, rough = look.colour(_rgb(task.facts["hex"]))
         code = render("code/chart_locate_zoom.py.j2", where=where, rough=list(rough),
-                      color=task.facts["color"], rank=cell.retry, n={"px": "px"})
-        if cell.retry:
-            res = history[-1].result
+                      color=color, rank=rank, n={"px": "px"})
+        res = history[-1].result if history else None
+        if rank < 0 or not cell.retry:
+            think = say("locate_open", color=color, where=where)
+        elif rank == 0:
+            think = say("locate_missed", color=color, where=where)
+        else:
             shown = self._wrong_pick(task, res.stdout if res else "") or 0
             names = spec["categories"] if where == "pie" else [s["name"] for s in spec["series"]]
-            think = say("locate_redo", color=task.facts["color"], shown=names[shown],
+            think = say("locate_redo", color=color, shown=names[shown],
                         shown_colour=colour_name(_palette(spec)[shown]), where=where)
-        else:
-            think = say("locate_open", color=task.facts["color"], where=where)
         return Step(think=think, code=code)
