@@ -145,7 +145,7 @@ class ChartScript:
                   "variant": int(rng.integers(2))}
         if style == "zoom_read":
             return Plan(cells=(Cell(("zoom",)), Cell(("compute",))), **common,
-                        pad=float(rng.choice([0.025, 0.03, 0.04])), scale=int(rng.choice([2, 3])),
+                        pad=float(rng.choice([0.025, 0.03, 0.04])), scale=2,
                         resample=str(rng.choice(["LANCZOS", "BICUBIC"])),
                         view=str(rng.choice(["view", "zoomed", "crop"])),
                         show=bool(rng.random() < 0.5))
@@ -317,7 +317,7 @@ class ChartScript:
         if cell.retry:
             err = history[-1].result
             thinks.append(say("rec_colour", error=err.error_message if err else "",
-                              label=plan.key))
+                              label=plan.key, multi=len(spec["series"]) > 1))
         ticks = spec["ticks"]
         for part in cell.parts:
             if part == "frame":
