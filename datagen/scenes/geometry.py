@@ -366,7 +366,9 @@ def _fit(spec: Spec) -> dict[str, tuple[float, float]]:
 
 def _away(p: tuple[float, float], centre: tuple[float, float], dist: float) -> tuple[float, float]:
     vx, vy = p[0] - centre[0], p[1] - centre[1]
-    n = math.hypot(vx, vy) or 1.0
+    n = math.hypot(vx, vy)
+    if n < 1e-6:  # the point is the centre (circle O with a 120° central angle): go below
+        vx, vy, n = 0.0, 1.0, 1.0
     return p[0] + vx / n * dist, p[1] + vy / n * dist
 
 
@@ -472,7 +474,8 @@ def _ticks(d: ImageDraw.ImageDraw, a: tuple[float, float], b: tuple[float, float
 
 def _arrow(d: ImageDraw.ImageDraw, a: tuple[float, float], b: tuple[float, float]) -> None:
     ux, uy = _unit(a, b)
-    mx, my = a[0] + (b[0] - a[0]) * 0.8, a[1] + (b[1] - a[1]) * 0.8
+    # Near the right end: at 0.8 a steep transversal put the arrow on the angle mark at Q.
+    mx, my = a[0] + (b[0] - a[0]) * 0.9, a[1] + (b[1] - a[1]) * 0.9
     tip = (mx + ux * 8, my + uy * 8)
     d.polygon([tip, (mx - ux * 6 - uy * 7, my - uy * 6 + ux * 7),
                (mx - ux * 6 + uy * 7, my - uy * 6 - ux * 7)], fill=MARK)
