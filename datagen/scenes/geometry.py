@@ -793,8 +793,9 @@ def secrets(task: Task) -> Secrets:
     """What only the renderer knows about ``task``'s figure.
 
     Numbers: every point's pixel position (to 2 decimals, rounded and truncated to whole
-    pixels), the scale (pixels per unit), and a polygon's number of sides unless the question
-    names the polygon (hexagon_area). Colours: the drawing palette. Strings: the number of
+    pixels; all at least ``MARGIN`` - 1), the scale (pixels per unit, to 2 decimals, unless it
+    is a whole number) and a polygon's number of sides unless the question names the polygon
+    (hexagon_area). Colours: the drawing palette. Strings: the number of
     sides, and the names of the parallel-line relation when the question does not use them.
     """
     spec = task.scene.spec
@@ -802,7 +803,9 @@ def secrets(task: Task) -> Secrets:
     for xy in spec["pixels"].values():
         for v in xy:
             numbers |= {round(float(v), 2), float(round(v)), float(math.floor(v))}
-    numbers |= {round(spec["scale"], 2), round(spec["scale"], 1)}
+    scale = round(spec["scale"], 2)
+    if not scale.is_integer():  # a whole-number scale is any code's constant (a radius of 60 px)
+        numbers.add(scale)
     strings: set[str] = set()
     if spec["construction"] == "polygon" and task.facts["op"] != "hexagon_area":
         numbers.add(float(spec["given"]["n"]))
