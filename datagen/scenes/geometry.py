@@ -47,7 +47,9 @@ class GeometrySpec(TypedDict, total=False):
     """A figure: points in math units, what is drawn between them, and the numbers given.
 
     ``pixels`` (each point's pixel position) and ``label_boxes`` are added by ``make_scene``
-    after rendering; ``given`` holds the numbers printed on the figure, by name.
+    after rendering; ``given`` holds the numbers printed on the figure, by name; ``figures``
+    (similar triangles) groups the points of separate figures, whose labels face outward from
+    their own figure.
     """
 
     construction: str
@@ -72,6 +74,7 @@ class GeometrySpec(TypedDict, total=False):
     turn: float
     pixels: dict[str, list[float]]
     label_boxes: list[list[float]]
+    figures: list[list[str]]
 
 
 Spec = GeometrySpec
@@ -333,11 +336,13 @@ def _similar(rng: Rng) -> Spec:
     k = sp.Rational(int(rng.integers(3, 8)), 2)
     al = math.acos((b * b + c * c - a * a) / (2 * b * c))
     small = {"A": (0, 0), "B": (c, 0), "C": (b * math.cos(al), b * math.sin(al))}
-    off = c + 2.5
+    # A gap of 30 % of the big base: at 2.5 units the letters B and D ran into each other.
+    off = c + max(2.5, 0.3 * float(k) * c)
     kf = float(k)
     big = {"D": (off, 0), "E": (off + c * kf, 0),
            "F": (off + b * kf * math.cos(al), b * kf * math.sin(al))}
     spec = _base("similar", {**small, **big})
+    spec["figures"] = [list(small), list(big)]
     spec["segments"] = [["A", "B"], ["B", "C"], ["C", "A"], ["D", "E"], ["E", "F"], ["F", "D"]]
     spec["side_labels"] = [["A", "B", str(c)], ["B", "C", str(a)], ["D", "E", str(k * c)],
                            ["E", "F", "?"]]
@@ -446,11 +451,18 @@ def render_figure(spec: Spec, compress_level: int = 6
     for p, v, q in spec["right_angles"]:
         _right_mark(d, px[p], px[v], px[q])
     boxes: list[list[float]] = []
-    centre = tuple(np.mean([px[n] for n in spec["points"]], axis=0))
+    everything = tuple(np.mean([px[n] for n in spec["points"]], axis=0))
+    # Labels go outward from the centre of the figure they belong to (similar triangles are two).
+    centres = {n: tuple(np.mean([px[m] for m in fig], axis=0))
+               for fig in spec.get("figures", []) for n in fig}
+
+    def centre(name: str) -> tuple[float, ...]:
+        return centres.get(name, everything)
+
     for p, v, q, text in spec["angle_labels"]:
         boxes.append(list(_angle_mark(d, px[p], px[v], px[q], text)))
     for a, b, text in spec["side_labels"]:
-        boxes.append(list(_side_label(d, px[a], px[b], text, centre)))
+        boxes.append(list(_side_label(d, px[a], px[b], text, centre(a))))
     for name in spec["labelled"]:
         x, y = px[name]
         d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=INK)
@@ -458,7 +470,7 @@ def render_figure(spec: Spec, compress_level: int = 6
         if spec.get("coord_labels"):
             gx, gy = spec["given"][name]
             label = f"{name}({gx}, {gy})"
-        boxes.append(list(_text(d, _away((x, y), centre, 24 + 3 * len(label)), label, 20)))
+        boxes.append(list(_text(d, _away((x, y), centre(name), 24 + 3 * len(label)), label, 20)))
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False, compress_level=compress_level)
     return buf.getvalue(), {k: [round(x, 2), round(y, 2)] for k, (x, y) in px.items()}, boxes
