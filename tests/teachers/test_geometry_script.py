@@ -101,17 +101,22 @@ def test_measured_answers_are_not_found_on_a_blank_image(sandbox: Sandbox) -> No
 
 def test_missed_looks_are_noticed_and_recovered(trajectories: list[Trajectory],
                                                 sandbox: Sandbox) -> None:
-    recovered = 0
+    recovered: Counter[str] = Counter()
     for traj in trajectories:
         outputs = [t.result.stdout for t in traj.turns if t.result is not None]
         missed = [i for i, out in enumerate(outputs)
                   if re.search(r"guess for [A-Z]|reaches the image border|they differ", out)]
         if missed:
-            # A later cell ran and the trace still reached the gold answer.
+            # A later cell ran and the trace still reached the gold answer. (A look that
+            # landed just inside the search radius can land outside it on the shifted copy:
+            # such a trace is rejected as brittle, which is rare.)
             assert len(outputs) > missed[0] + 1
-            assert verify_trajectory(traj, 6, sandbox).kept
-            recovered += 1
-    assert recovered >= 0.08 * len(trajectories), recovered
+            assert traj.final_answer is not None
+            assert match(traj.final_answer, traj.task.answer, traj.task.answer_type,
+                         traj.task.tolerance)
+            recovered[verify_trajectory(traj, 6, sandbox).reason] += 1
+    assert recovered["verified"] >= 0.08 * len(trajectories), recovered
+    assert recovered["verified"] >= 0.8 * sum(recovered.values()), recovered
 
 
 def test_the_same_task_gets_the_same_trace(sandbox: Sandbox) -> None:

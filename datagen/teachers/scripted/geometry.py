@@ -49,8 +49,12 @@ POINT_SIZE = 24.0
 # Search radii (px) around a look: the first try, then two more looks after misses. 60 px
 # covers a look's normal error plus the jitter check's shift (2 % of the image per side).
 REACH = (60, 90, 90)
-# A locate cell names each point it did not find ("... my guess for B").
+# A locate cell names each point it did not find ("... my guess for B") and says where it
+# found the others ("B: dot at (231, 244)", "B is at (231, 244)").
 _LETTERS = re.compile(r"guess for ([A-Z][0-9]?)")
+_FOUND = re.compile(r"^([A-Z][0-9]?)(?:: dot at| is at) \((-?\d+), (-?\d+)\)", re.MULTILINE)
+# How far (px) a sketch's line may end from the vertex it is meant for before the eye sees it.
+SKETCH_SLACK = 12.0
 
 _STYLE_MIX: dict[str, tuple[tuple[str, float], ...]] = {
     "measured": (("compute", 0.25), ("construct", 0.2), ("measure", 0.3), ("draw", 0.25)),
@@ -107,6 +111,7 @@ class _Ctx:
         self.loop_style = _pick(task, "loop", ("for", "dict"))
         self.num = _pick(task, "num", ("S", "Integer"))
         self.method = _methods()[task.facts["op"]]
+        self.located: dict[str, tuple[int, int]] = {}  # what the locate cells printed
 
     @property
     def look(self) -> Looker:
@@ -152,6 +157,7 @@ class _Ctx:
 
     def code(self, template: str, **ctx: Any) -> str:
         """Render a code template with the task's vocabulary and marks in scope."""
+        ctx.setdefault("drop", [])
         return render(f"code/geometry_{template}.py.j2", v=self.v, num=self.num,
                       finder=self.finder, loop_style=self.loop_style,
                       given=self.given(), answer_type=self.task.answer_type, **ctx)
@@ -177,11 +183,22 @@ def _lines(result: CellResult | None) -> list[str]:
     return [ln.strip() for ln in (result.stdout if result else "").splitlines() if ln.strip()]
 
 
-def _missing(result: CellResult | None, names: Sequence[str]) -> list[str]:
-    """The points a locate cell did not find (all of them if it did not run)."""
+def _missing(ctx: _Ctx, result: CellResult | None, names: Sequence[str]) -> list[str]:
+    """The points a locate cell did not find (all of them if it did not run); the ones it
+    found are noted in ``ctx.located``."""
     if result is None or result.status != "ok":
         return list(names)
+    for name, x, y in _FOUND.findall(result.stdout):
+        ctx.located[name] = (int(x), int(y))
     return [n for n in dict.fromkeys(_LETTERS.findall(result.stdout)) if n in names]
+
+
+def _misplaced(ctx: _Ctx, names: Sequence[str]) -> list[str]:
+    """Points whose located dot is visibly not theirs: a line drawn to it misses the vertex
+    (the teacher sees this in the sketch the cell showed)."""
+    px = ctx.spec["pixels"]
+    return [n for n in names if n in ctx.located
+            and math.dist(ctx.located[n], px[n]) > SKETCH_SLACK]
 
 
 def _final(ctx: _Ctx, result: CellResult | None, key: str = "final", **extra: Any) -> Step:
@@ -207,7 +224,7 @@ def _locate(ctx: _Ctx, names: Sequence[str], why: tuple[str, dict[str, Any]] | s
     code = ctx.code("locate", first=True, est=est, reach=REACH[0])
     result = yield Step(think=ctx.think(why, "look_points", "locate_how", est_text=_est_text(est),
                                         reach=REACH[0]), code=code)
-    missing = _missing(result, names)
+    missing = _missing(ctx, result, names)
     for reach in REACH[1:]:
         if not missing:
             break
@@ -216,7 +233,7 @@ def _locate(ctx: _Ctx, names: Sequence[str], why: tuple[str, dict[str, Any]] | s
         result = yield Step(think=ctx.think(("miss_seen", {"names": ", ".join(missing)}),
                                             "miss_fix", est_text=_est_text(est), reach=reach),
                             code=code)
-        missing = _missing(result, missing)
+        missing = _missing(ctx, result, missing)
     return missing
 
 
@@ -258,7 +275,8 @@ def _measure(ctx: _Ctx) -> Program:
                                         unit_note=unit_note, method=m["name"]), code=measure)
     if result is not None and "differ" in result.stdout and ctx.k <= 4:
         est = ctx.look_points(names)
-        code = ctx.code("locate", first=False, est=est, reach=REACH[0]) + "\n\n" + measure
+        code = ctx.code("locate", first=False, est=est, reach=REACH[0],
+                        drop=list(names)) + "\n\n" + measure
         result = yield Step(think=ctx.think("measure_differ", "measure_redo",
                                             est_text=_est_text(est)), code=code)
     agree = result is not None and "agree" in result.stdout
@@ -290,18 +308,29 @@ def _sketch(ctx: _Ctx) -> dict[str, Any]:
 
 
 def _draw(ctx: _Ctx) -> Program:
-    m, sketch = ctx.method, _sketch(ctx)
-    missing = yield from _locate(ctx, _points_of(ctx), ("why_draw", {"aux": sketch["aux"]}))
+    m, sketch, names = ctx.method, _sketch(ctx), _points_of(ctx)
+    missing = yield from _locate(ctx, names, ("why_draw", {"aux": sketch["aux"]}))
     if missing:
         yield from _unlocated(ctx, missing)
         return
-    yield Step(think=ctx.say("draw_intro", aux=sketch["aux"]),
-               code=ctx.code("draw", lines=sketch["lines"]))
+    draw = ctx.code("draw", lines=sketch["lines"])
+    yield Step(think=ctx.say("draw_intro", aux=sketch["aux"]), code=draw)
+    wrong = _misplaced(ctx, names)
+    if wrong and ctx.k <= 3:  # room for the fix, the computation and the answer
+        est = ctx.look_points(wrong)
+        code = ctx.code("locate", first=False, est=est, reach=REACH[0], drop=wrong)
+        result = yield Step(think=ctx.think(("sketch_wrong", {"names": ", ".join(wrong)}),
+                                            "miss_fix", est_text=_est_text(est),
+                                            reach=REACH[0]),
+                            code=code + "\n\n" + draw)
+        _missing(ctx, result, wrong)
+        wrong = _misplaced(ctx, names)
     alt = task_rng(ctx.task, "draw-alt").random() < 0.4
     code = ctx.code("compute", prelude=[], method=m["alt"] if alt else m["code"])
-    result = yield Step(think=ctx.think("after_draw", "read", _plan(ctx, alt),
-                                        aux=sketch["aux"], given_text=ctx.given_text(),
-                                        method=m["name"]), code=code)
+    result = yield Step(think=ctx.think("after_draw_unsure" if wrong else "after_draw", "read",
+                                        _plan(ctx, alt), aux=sketch["aux"],
+                                        given_text=ctx.given_text(), method=m["name"]),
+                        code=code)
     yield _final(ctx, result)
 
 
