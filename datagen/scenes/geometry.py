@@ -770,9 +770,11 @@ RELATED = frozenset({"alternate_angle", "corresponding_angle", "co_interior_angl
 # Ways to name the relation (normalized text is matched, so "co-interior" is "co_interior").
 RELATION_NAMES = ("alternate", "corresponding", "co_interior", "co interior",
                   "same side interior", "consecutive interior", "allied")
-# Right, straight and full angles: code about figures types them whatever the figure, so a
-# pixel coordinate that happens to equal one is not worth the false alarm.
-_ANGLE_CONSTANTS = frozenset({90.0, 180.0, 270.0, 360.0})
+# Numbers code about figures and images types whatever the figure (right, straight and full
+# angles; grey levels and thresholds): a pixel coordinate that happens to equal one is not
+# worth the false alarm.
+_CODE_CONSTANTS = frozenset({90.0, 180.0, 270.0, 360.0, 100.0, 127.0, 128.0, 150.0, 200.0,
+                             250.0, 255.0, 256.0})
 _PALETTE = (INK, MARK, SHADE, GRID, AXIS, GRID_TEXT)
 _TWIN_TRIES = 60
 
@@ -825,7 +827,7 @@ def secrets(task: Task) -> Secrets:
     if spec["construction"] == "parallel":
         question = task.question.lower().replace("-", " ").replace("_", " ")
         strings |= {r for r in RELATION_NAMES if r.replace("_", " ") not in question}
-    return Secrets(numbers=frozenset(numbers - _ANGLE_CONSTANTS), colours=_PALETTE,
+    return Secrets(numbers=frozenset(numbers - _CODE_CONSTANTS), colours=_PALETTE,
                    strings=frozenset(strings))
 
 

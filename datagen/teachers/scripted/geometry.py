@@ -106,7 +106,9 @@ class _Ctx:
         self.k = 0
         self._look = look
         self._replayed: dict[int, Looker] = {}
-        self.v = {key: _pick(task, f"vocab-{key}", names) for key, names in _VOCAB.items()}
+        self.v: dict[str, Any] = {key: _pick(task, f"vocab-{key}", names)
+                                  for key, names in _VOCAB.items()}
+        self.v["note"] = int(task_rng(task, "vocab-note").integers(2))  # which comment wording
         self.finder = _pick(task, "finder", ("peaks", "window"))
         self.loop_style = _pick(task, "loop", ("for", "dict"))
         self.num = _pick(task, "num", ("S", "Integer"))
@@ -165,9 +167,15 @@ class _Ctx:
     # -- looking
 
     def look_points(self, names: Sequence[str]) -> dict[str, list[int]]:
-        """Rough positions of the named labelled points (noisy looks)."""
+        """Rough positions of the named labelled points (noisy looks, kept inside the image:
+        nobody points outside the picture)."""
         px = self.spec["pixels"]
-        return {n: list(self.look.point(px[n], POINT_SIZE)[0]) for n in names}
+        return {n: self.inside(self.look.point(px[n], POINT_SIZE)[0]) for n in names}
+
+    def inside(self, xy: Sequence[int]) -> list[int]:
+        """``xy`` moved into the image if a wild look put it outside."""
+        w, h = self.spec["size"]
+        return [min(max(int(xy[0]), 0), w - 1), min(max(int(xy[1]), 0), h - 1)]
 
 
 def _shown(name: str, value: str) -> str:
@@ -358,7 +366,7 @@ def _inradius(spec: dict[str, Any]) -> float:
 def _outline(ctx: _Ctx) -> Program:
     spec = ctx.spec
     centre = np.mean([spec["pixels"][n] for n in spec["points"]], axis=0)
-    seed = list(ctx.look.point(centre, _inradius(spec))[0])
+    seed = ctx.inside(ctx.look.point(centre, _inradius(spec))[0])
     show = task_rng(ctx.task, "outline-show").random() < 0.5
     s = spec["given"]["s"]
     result = yield Step(think=ctx.think(("sides_unmarked", {"s": s}),
