@@ -888,11 +888,12 @@ def twin(task: Task) -> Twin | None:
         new = _twin_spec(spec, op, rng)
         if new is None:
             continue
-        answer = _twin_answer(task, new)
         changed = _changed_text(spec, new)
-        measured = op in COUNTED or op in RELATED
-        if answer is None or answer == task.answer or not (measured or changed):
+        if not (op in COUNTED or op in RELATED or changed):
             continue  # (a twin that only swaps marked numbers would fail code that read them)
+        answer = _twin_answer(task, new)
+        if answer is None or answer == task.answer:
+            continue
         new["size"] = list(spec["size"])
         png, px, boxes = render_figure(new, compress_level=1)
         if _overlaps(boxes, new["size"]):
