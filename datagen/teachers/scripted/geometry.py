@@ -20,8 +20,10 @@ Styles:
   arcs       parallel lines: compare where the two angle arcs sit   (locate_point, pixel_measure)
   angle      parallel lines: measure the "?" angle at Q              (locate_point, pixel_measure)
 
-A script is a generator of steps (``_Program``): ``step`` replays it over the turns so far,
-feeding each its sandbox result, and returns the next one.
+A trace is a generator of steps (``Program``): ``step`` replays it over the turns so far,
+feeding each its sandbox result, and returns the next one. A step that only the teacher's eye
+can judge (a sketch whose line misses its vertex) compares what the code printed with the
+figure, as a reader looking at the shown sketch would.
 """
 
 from __future__ import annotations
@@ -233,13 +235,15 @@ def _locate(ctx: _Ctx, names: Sequence[str], why: tuple[str, dict[str, Any]] | s
     result = yield Step(think=ctx.think(why, "look_points", "locate_how", est_text=_est_text(est),
                                         reach=REACH[0]), code=code)
     missing = _missing(ctx, result, names)
-    for reach in REACH[1:]:
+    for attempt, reach in enumerate(REACH[1:]):
         if not missing:
             break
         est = ctx.look_points(missing)
         code = ctx.code("locate", first=False, est=est, reach=reach)
-        result = yield Step(think=ctx.think(("miss_seen", {"names": ", ".join(missing)}),
-                                            "miss_fix", est_text=_est_text(est), reach=reach),
+        again = "_again" if attempt else ""  # a second miss is not told in the same words
+        result = yield Step(think=ctx.think((f"miss_seen{again}", {"names": ", ".join(missing)}),
+                                            f"miss_fix{again}", est_text=_est_text(est),
+                                            reach=reach),
                             code=code)
         missing = _missing(ctx, result, missing)
     return missing
