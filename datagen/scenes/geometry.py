@@ -868,9 +868,14 @@ def _twin_answer(task: Task, spec: Spec) -> str | None:
 
 
 def _changed_text(old: Spec, new: Spec) -> frozenset[str]:
-    """The labels of ``old`` that ``new`` does not print, and the numbers inside them."""
+    """The labels of ``old`` that ``new`` does not print, and the numbers inside them.
+
+    A lone vertex letter is left out: code names points ("A") whatever their number, so a
+    letter the twin drops says nothing about whether the code read a count (the letters read
+    around a polygon, "ABCDE", do).
+    """
     after = set(labels(new))
-    gone = {t for t in labels(old) if t not in after}
+    gone = {t for t in labels(old) if t not in after and not re.fullmatch(r"[A-Z]", t)}
     return frozenset(gone | {m for t in gone for m in re.findall(r"\d+(?:\.\d+)?", t)})
 
 
