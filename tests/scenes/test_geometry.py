@@ -223,6 +223,10 @@ def test_measured_twins_change_only_what_the_code_must_measure() -> None:
             assert new["given"]["n"] != spec["given"]["n"]
             assert new["side_labels"][0][2] == spec["side_labels"][0][2]
             assert str(spec["given"]["s"]) not in tw.changed_text
+            # Only the letters read around the polygon count as changed text, never a lone
+            # vertex letter (code names points whatever their number).
+            letters = "".join(spec["labelled"])
+            assert tw.changed_text == ({letters} if letters else set()), tw.changed_text
         else:  # the same figure and marks; "?" sits elsewhere
             assert new["given"] == spec["given"] and tw.changed_text == frozenset()
             assert new["pixels"]["P"] == spec["pixels"]["P"]
