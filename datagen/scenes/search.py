@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import io
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TypedDict
 
 import numpy as np
@@ -77,6 +77,7 @@ ASPECTS = (1.0, 4 / 3, 3 / 2, 16 / 9, 2.0, 3.0)
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
 BACKGROUNDS = ("gradient", "noise", "bands", "tiles")
 JPEG_QUALITY = 90
+TWIN_QUALITY = 95
 
 
 @functools.cache
@@ -305,10 +306,10 @@ def render_scene(spec: Spec) -> Image.Image:
     return img
 
 
-def encode(img: Image.Image) -> bytes:
-    """JPEG bytes, quality 90, no metadata that varies."""
+def encode(img: Image.Image, quality: int = JPEG_QUALITY, subsampling: int = 2) -> bytes:
+    """JPEG bytes (quality 90 and 4:2:0 chroma unless told), no metadata that varies."""
     buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=False)
+    img.save(buf, format="JPEG", quality=quality, subsampling=subsampling, optimize=False)
     return buf.getvalue()
 
 
@@ -480,25 +481,26 @@ def printed(scene: Scene) -> frozenset[str]:
 
 def secrets(task: Task) -> Secrets:
     """What a trace may not type: the targets' and the asked class's exact boxes, the scene's
-    parameters, exact counts beyond a glance (more than four) and the palette's colours.
+    seed and target area, the asked class's count when it is beyond a glance (more than four)
+    and the palette's exact colours.
 
     Counts of four and fewer stay out: the perception contract lets a look count that many.
-    Only the boxes that matter for the question are listed: with every distractor's box, any
-    small code constant would equal some coordinate by chance.
+    Only the boxes that matter for the question are listed (with every distractor's box, any
+    code constant would equal some coordinate by chance), and ``target_side`` is left out: it
+    is the targets' size before each is jittered, mostly its floor of 24, not a fact a trace
+    could use.
     """
     spec, facts = task.scene.spec, task.facts
     objects = spec["objects"]
     boxes = [o["box"] for o in objects if o["role"] == "target"] + list(facts.get("matches", []))
     numbers = {float(v) for box in boxes for v in box}
-    numbers |= {float(spec["target_side"]), float(spec["background"]["seed"]),
-                float(spec["target_area"])}
-    counts = [len(objects), sum(o["role"] == "distractor" for o in objects),
-              len(facts.get("matches", []))]
-    numbers |= {float(n) for n in counts if n > 4}
-    names = {str(o[k]) for o in objects if o["role"] == "target"
-             for k in ("color", "shape", "pattern")}
-    return Secrets(numbers=frozenset(numbers), colours=tuple(COLORS.values()),
-                   strings=frozenset(names))
+    numbers |= {float(spec["background"]["seed"]), float(spec["target_area"])}
+    if len(facts.get("matches", [])) > 4:
+        numbers.add(float(len(facts["matches"])))
+    # No names: a search scene's names are the shared vocabulary of colours, shapes and fills
+    # (every trace's shape templates and fill labels hold all of them); what identifies a
+    # target is its place, which the boxes cover.
+    return Secrets(numbers=frozenset(numbers), colours=tuple(COLORS.values()))
 
 
 # A colour far from each colour (in hue), for recolouring an object out of its class.
@@ -525,8 +527,10 @@ def twin(task: Task) -> Twin | None:
         return None
     image, spec, answer = made
     scene = task.scene
+    # A twin is a second JPEG generation of the scene: at quality 95 with full chroma it loses
+    # little more, so it differs from the scene in the answer-relevant fact, not in blur.
     return Twin(scene=Scene(id=f"{scene.id}-twin", family=scene.family, kind=scene.kind,
-                            seed=scene.seed, image=encode(image), spec=spec,
+                            seed=scene.seed, image=encode(image, TWIN_QUALITY, 0), spec=spec,
                             difficulty=scene.difficulty, target_area=scene.target_area),
                 answer=answer)
 
@@ -544,20 +548,9 @@ def _paste(img: Image.Image, obj: SearchObject) -> None:
     img.paste(tile, tuple(obj["box"][:2]), mask)
 
 
-def _erase(img: Image.Image, box: Box) -> None:
-    """Cover ``box`` with the plane that best fits the background around it (the background
-    is smooth, so the hole does not show as a thing)."""
-    x0, y0, x1, y1 = box
-    w, h = img.size
-    a0, b0, a1, b1 = max(0, x0 - 3), max(0, y0 - 3), min(w, x1 + 3), min(h, y1 + 3)
-    patch = np.asarray(img.crop((a0, b0, a1, b1)), dtype=float)
-    yy, xx = np.mgrid[b0:b1, a0:a1]
-    ring = ~((xx >= x0) & (xx < x1) & (yy >= y0) & (yy < y1))
-    basis = np.stack([np.ones(ring.sum()), xx[ring], yy[ring]], axis=1)
-    coef = np.linalg.lstsq(basis, patch[ring], rcond=None)[0]
-    fill = coef[0] + xx[..., None] * coef[1] + yy[..., None] * coef[2]
-    patch[~ring] = fill[~ring]
-    img.paste(Image.fromarray(np.clip(patch, 0, 255).astype(np.uint8)), (a0, b0))
+def _erase(img: Image.Image, background: Image.Image, box: Box) -> None:
+    """Cover ``box`` with the scene's own background there (it is rendered from the spec)."""
+    img.paste(background.crop(tuple(box)), tuple(box[:2]))
 
 
 def _recolour(spec: Spec, obj: SearchObject) -> tuple[Spec, SearchObject]:
@@ -638,15 +631,25 @@ def _twin_relation(task: Task, rng: Rng) -> _Made:
     f, spec, img = task.facts, task.scene.spec, _decoded(task)
     a = next(o for o in spec["objects"] if o["box"] == f["target"]["box"])
     b = next(o for o in spec["objects"] if o["box"] == f["other"]["box"])
-    a_moved: SearchObject = {**a, "box": b["box"]}
-    b_moved: SearchObject = {**b, "box": a["box"]}
+    # Each keeps its size and takes the other's centre, so their centres swap exactly.
+    a_moved: SearchObject = {**a, "box": _centred(a["box"], b["box"], spec["size"])}
+    b_moved: SearchObject = {**b, "box": _centred(b["box"], a["box"], spec["size"])}
+    background = _background(spec)
     for obj in (a, b):
-        _erase(img, obj["box"])
+        _erase(img, background, obj["box"])
     for obj in (a_moved, b_moved):
         _paste(img, obj)
     objects = [a_moved if o is a else b_moved if o is b else o for o in spec["objects"]]
     letter = next(k for k, v in f["options"].items() if k != task.answer)
     return img, {**spec, "objects": objects}, letter
+
+
+def _centred(box: Box, on: Box, size: Sequence[int]) -> Box:
+    """``box`` moved so that its centre is ``on``'s (kept inside the canvas)."""
+    side = box[2] - box[0]
+    x = min(max(0, (on[0] + on[2] - side) // 2), size[0] - side)
+    y = min(max(0, (on[1] + on[3] - side) // 2), size[1] - side)
+    return [x, y, x + side, y + side]
 
 
 _TWINS = {"count": _twin_count, "exists": _twin_exists, "position": _twin_position,
