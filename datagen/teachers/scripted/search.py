@@ -63,7 +63,7 @@ _NAMES = {
 _VARS = {"v": ("view", "overview", "small", "preview"), "c": ("crop", "area", "patch", "part"),
          "z": ("zoom", "close", "enlarged", "detail"),
          "f": ("found", "things", "objects", "seen"),
-         "hits": ("hits", "matches", "keep", "candidates_here"), "i": ("i", "k", "idx", "n")}
+         "hits": ("hits", "kept", "keep", "candidates_here"), "i": ("i", "j", "idx", "num")}
 
 
 def _inside(box: Sequence[int], region: Sequence[int]) -> bool:
