@@ -293,13 +293,15 @@ class SearchScript:
         scale = _overview_scale(task, "relation")
         for o in missing:
             est, _ = look.region(o["box"], task.scene.spec["size"], scale)
-            looks.append(list(est))
+            looks.append((list(est), o["box"]))
         rough = {}
         for o in (a, b):
             rough[id(o)] = self._relation_colour(o, history, look)
         axis = "x" if set(f["options"].values()) == {"left", "right"} else "y"
         code = render("code/search_relation.py.j2", tools=_tools(task, have=history),
-                      n=_names(task), looks=looks, a_what=_desc(a), b_what=_desc(b, False),
+                      n=_names(task), a_what=_desc(a), b_what=_desc(b, False),
+                      a_looks=[e for e, box in looks if box == a["box"]],
+                      b_looks=[e for e, box in looks if box == b["box"]],
                       a_rgb=rough[id(a)][1], b_rgb=rough[id(b)][1], a_shape=a["shape"],
                       b_shape=b["shape"], axis=axis, **_vars(task))
         key = "relation_look" if len(missing) == 2 else "relation_again"
@@ -317,9 +319,10 @@ class SearchScript:
                    if not any(_inside(o["box"], r) for r in _regions(history[-1]))]
         return any(not _inside(o["box"], box) for o in missing)
 
-    def _relation_looks(self, history: Sequence[Turn]) -> list[list[int]]:
-        return [list(p.estimate) for turn in history for p in turn.step.percepts
-                if p.kind == "region"]
+    def _relation_looks(self, history: Sequence[Turn]) -> list[tuple[list[int], list[int]]]:
+        """Every look so far: (estimate, the box of the thing it was a look at)."""
+        return [(list(p.estimate), list(p.truth)) for turn in history
+                for p in turn.step.percepts if p.kind == "region"]
 
     def _relation_colour(self, obj: dict[str, Any], history: Sequence[Turn],
                          look: Looker) -> tuple[str, tuple[int, int, int]]:
@@ -378,7 +381,7 @@ def _kind(turn: Turn) -> str:
     code = turn.step.code or ""
     for marker, kind in (("I see it at about", "find"), ("quarter.thumbnail", "quarters"),
                          ("candidate(s) in the whole image", "scan"),
-                         ("its print at a readable size", "zoom"), ("looks = [", "relation"),
+                         ("its print at a readable size", "zoom"), ("looks_a = [", "relation"),
                          ("overview", "overview")):
         if marker in code:
             return kind
