@@ -124,8 +124,8 @@ def test_a_hard_coded_box_list_is_rejected_for_provenance(sandbox: Sandbox) -> N
 
 def test_a_typed_palette_colour_is_rejected_for_provenance(sandbox: Sandbox) -> None:
     def exact(task: Task, code: str) -> str:
-        return re.sub(r"ref = (\w+)\(\(\d+, \d+, \d+\)\)",
-                      lambda m: f"ref = {m.group(1)}({COLORS[task.facts['color']]})", code)
+        return re.sub(r"(\w+) = (\w+)\(\(\d+, \d+, \d+\)\)",
+                      lambda m: f"{m.group(1)} = {m.group(2)}({COLORS[task.facts['color']]})", code)
 
     task = _first("count")
     verdict = verify_trajectory(rollout(task, EditingTeacher(exact), sandbox), 6, sandbox)

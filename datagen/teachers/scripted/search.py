@@ -60,6 +60,31 @@ _NAMES = {
     "mask": ("mask", "hits_mask", "sel", "on"),
     "pick": ("chosen", "pick", "the_one", "match"),
 }
+# Local names of the toolkit (l) and of the cells (g), one spelling per trace.
+_LOCALS = {
+    "sil": ("sil", "silhouette", "filled", "blob"), "box": ("box", "bbox", "rect", "bounds"),
+    "ref": ("ref", "target", "want", "wanted"), "img": ("img", "image", "pic", "picture"),
+    "step": ("step", "factor", "every", "stride"),
+    "found": ("found", "things", "result", "collected"),
+    "fits": ("fits", "scores", "overlaps", "ious"), "b": ("b", "bx", "got", "cand"),
+    "sl": ("sl", "span", "part", "piece"), "out": ("out", "res", "acc", "gathered"),
+    "rim": ("rim", "ring", "border", "frame"), "thing": ("thing", "obj", "item", "it"),
+}
+_YCC = (("y", "cb", "cr"), ("luma", "blue", "red"), ("lum", "u", "v"), ("Y", "Cb", "Cr"))
+_CELL = {
+    "ref": ("ref", "colour", "tone", "hue_ref"), "box": ("box", "window", "search_box", "zone"),
+    "spot": ("spot", "where", "at", "location"), "pad": ("pad", "margin", "extra", "room"),
+    "side": ("side", "size", "extent", "span_px"), "best": ("best", "nearest", "closest", "top"),
+    "marked": ("marked", "annotated", "shown", "boxed"), "pen": ("pen", "draw", "painter", "d"),
+    "centres": ("centres", "centers", "mids", "positions"),
+    "seen_at": ("seen_at", "my_looks", "spots_seen", "glimpses"),
+    "region": ("region", "claim", "roi", "crop_box"), "around": ("around", "context", "vicinity",
+                                                                  "surround"),
+    "scale": ("scale", "zoom_by", "enlarge", "mag"), "rgb": ("rgb", "col", "paint", "tint_rgb"),
+    "shape": ("shape", "kind", "form", "outline"), "mx": ("mx", "ex", "gx", "lx"),
+    "my": ("my", "ey", "gy", "ly"), "cx": ("cx", "xc", "mid_x", "ux"),
+    "cy": ("cy", "yc", "mid_y", "uy"),
+}
 _VARS = {"v": ("view", "overview", "small", "preview"), "c": ("crop", "area", "patch", "part"),
          "z": ("zoom", "close", "enlarged", "detail"),
          "f": ("found", "things", "objects", "seen"),
@@ -182,7 +207,7 @@ class SearchScript:
         if kinds[-1] == "find" and budget >= 1:
             found = _found_at(last)
             if found is not None and _inside(target["box"], _grow(found)):
-                return self._zoom(task, t, None)
+                return self._zoom(task, t, "look")
         if kinds[-1] == "scan":
             listed = [tuple(int(v) for v in m.groups()[1:]) for m in _LISTED.finditer(
                 last.result.stdout if last.result else "")]
@@ -190,8 +215,8 @@ class SearchScript:
             if not mine or budget < 1:
                 return Step(think=t("give_up", error="the scan did not show it"))
             if len(listed) == 1:
-                return self._zoom(task, t, None)
-            return self._zoom(task, t, _centre(mine[0]), listed=len(listed))
+                return self._zoom(task, t, "spot")
+            return self._zoom(task, t, "point", _centre(mine[0]), listed=len(listed))
         # The crop missed (nothing of the colour) or what it found is something else.
         found = _found_at(last) if kinds[-1] == "find" else None
         seen = _seen_instead(task, found) if found is not None else None
@@ -208,12 +233,13 @@ class SearchScript:
             return Step(think=t.join(miss, ("go_scan", {"name": name})), code=code)
         return Step(think=t.join(miss, ("give_up", {"error": "no turns left to look again"})))
 
-    def _zoom(self, task: Task, t: _Talk, point: tuple[int, int] | None,
+    def _zoom(self, task: Task, t: _Talk, mode: str, point: tuple[int, int] | None = None,
               listed: int = 0) -> Step:
         target = task.facts["target"]
-        code = render("code/search_zoom.py.j2", what=_desc(target, number=False), point=point,
+        code = render("code/search_zoom.py.j2", what=_desc(target, number=False), mode=mode,
+                      point=point, shape=self._known_shape(task), n=_names(task),
                       position=task.facts["op"] == "position", **_vars(task))
-        if point is not None:
+        if mode == "point":
             return Step(think=t("scan_pick", n=listed, what=_desc(target, number=False)),
                         code=code)
         return Step(think=t.join(("looks_right", {"what": _desc(target, number=False)}),
@@ -364,8 +390,22 @@ def _names(task: Task) -> dict[str, str]:
     return {k: _pick(task, _NAMES, k) for k in _NAMES}
 
 
-def _vars(task: Task) -> dict[str, str]:
-    return {k: _pick(task, _VARS, k) for k in ("c", "f", "hits", "i", "z")}
+def _vars(task: Task) -> dict[str, Any]:
+    """Variable spellings for a trace's cells (the same across its cells: state persists)."""
+    return {**{k: _pick(task, _VARS, k) for k in ("c", "f", "hits", "i", "z")},
+            "g": {k: _spell(task, _CELL, k, "cell") for k in _CELL}}
+
+
+def _spell(task: Task, table: dict[str, tuple[str, ...]], key: str, salt: str) -> str:
+    options = table[key]
+    return options[int(task_rng(task, f"{salt}-{key}").integers(len(options)))]
+
+
+def _locals(task: Task) -> dict[str, str]:
+    """Local names inside the toolkit's functions."""
+    spelt = {k: _spell(task, _LOCALS, k, "local") for k in _LOCALS}
+    y, cb, cr = _YCC[int(task_rng(task, "local-ycc").integers(len(_YCC)))]
+    return {**spelt, "y": y, "cb": cb, "cr": cr}
 
 
 def _tools(task: Task, with_pattern: bool = False, have: Sequence[Turn] = ()) -> str:
@@ -373,7 +413,7 @@ def _tools(task: Task, with_pattern: bool = False, have: Sequence[Turn] = ()) ->
     name = _names(task)["find"]
     if any(t.step.code and f"def {name}(" in t.step.code for t in have):
         return ""
-    return render("code/search_tools.py.j2", n=_names(task), cands="edges",
+    return render("code/search_tools.py.j2", n=_names(task), l=_locals(task), cands="edges",
                   with_pattern=with_pattern) + "\n\n"
 
 
