@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import io
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -23,9 +24,20 @@ from typing import Any, TypedDict
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
 
 from datagen.records import AnswerType, Scene, Task, stable_id
-from datagen.scenes.base import Draft, Family, Poser, QuestionType, format_number, pose_rng
+from datagen.scenes.base import (
+    NUMBER_TOLERANCE,
+    Draft,
+    Family,
+    Poser,
+    QuestionType,
+    Secrets,
+    Twin,
+    format_number,
+    pose_rng,
+)
 from datagen.templates import load_yaml, render_string
 
 __all__ = ["CHART_KINDS", "FAMILY", "KINDS", "QUESTIONS", "ChartKind", "ChartSpec", "Series",
@@ -42,6 +54,18 @@ class Series(TypedDict, total=False):
     color: str
     values: list[int]
     points: list[list[int]]
+
+
+class Layout(TypedDict, total=False):
+    """Where the renderer put things, in image pixels (x right, y down): the verifier's and
+    the scripted teacher's eyes' knowledge, never a trace's (see ``secrets``)."""
+
+    frame: list[float]  # the plot frame (x0, y0, x1, y1)
+    plot: list[float]  # the frame with its title, tick, axis and value labels
+    read: list[float]  # what reading values needs: frame, value and tick labels, legend
+    legend: list[float]  # the legend box, when there is one
+    pie: list[float]  # the pie's centre x, y and radius
+    entries: dict[str, list[float]]  # legend entries (swatch and text), or the pie's labels
 
 
 class ChartSpec(TypedDict, total=False):
@@ -62,6 +86,7 @@ class ChartSpec(TypedDict, total=False):
     ticks: list[int]
     value_labels: bool
     size: list[int]
+    layout: Layout  # filled when the chart is drawn
 
 
 Spec = ChartSpec
@@ -113,8 +138,13 @@ def _table_spec(rng: np.random.Generator, kind: str) -> Spec:
     if kind == "line":
         n_cats = int(rng.integers(5, 10))
     cats, pool = _categories(rng, n_cats)
-    step = int(rng.choice([1, 1, 10]))
+    labelled = bool(rng.random() < 0.5)
+    # Values in the hundreds are only readable from their printed labels: on an unlabelled
+    # chart one unit must span a few pixels, so that measuring finds the exact whole number.
+    step = int(rng.choice([1, 1, 10])) if labelled else 1
     high = int(rng.integers(40, 101))
+    if kind == "stacked":  # the stacked total, not one segment, sets the axis
+        high = max(15, high // n_series)
     colors = _pick_colors(rng, n_series)
     names = list(rng.choice(_vocab()["series_names"], size=n_series, replace=False))
     series: list[Series] = []
@@ -142,7 +172,7 @@ def _table_spec(rng: np.random.Generator, kind: str) -> Spec:
         "series": series,
         "step": step,
         "ticks": _nice_axis(max(tops), step),
-        "value_labels": bool(rng.random() < 0.5),
+        "value_labels": labelled,
         "size": [int(rng.integers(64, 91)) * 10, int(rng.integers(46, 63)) * 10],
     }
 
@@ -230,6 +260,11 @@ def _title(rng: np.random.Generator, metric: str, axis: str) -> str:
 
 def render_chart(spec: Spec) -> bytes:
     """Draw ``spec`` and return PNG bytes (no timestamps: the same spec gives the same bytes)."""
+    return _render(spec)[0]
+
+
+def _render(spec: Spec) -> tuple[bytes, Layout]:
+    """The PNG of ``spec`` and where the renderer put things (image pixels, y down)."""
     w, h = spec["size"]
     fig = Figure(figsize=(w / DPI, h / DPI), dpi=DPI)
     FigureCanvasAgg(fig)
@@ -239,11 +274,39 @@ def render_chart(spec: Spec) -> bytes:
                         right=0.76 if legend else 0.95, top=0.88, bottom=0.18)
     KIND_BY_NAME[spec["kind"]].draw(ax, spec)
     ax.set_title(spec["title"], fontsize=12)
-    if legend:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=9)
+    leg = ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=9) \
+        if legend else None
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    return buf.getvalue()
+    renderer = fig.canvas.get_renderer()
+
+    def box(bb: Any) -> list[float]:
+        return [round(float(bb.x0), 1), round(h - float(bb.y1), 1), round(float(bb.x1), 1),
+                round(h - float(bb.y0), 1)]
+
+    frame = ax.get_window_extent(renderer)
+    # What reading the chart needs in view: the frame, value labels, tick labels and legend.
+    texts = [t.get_window_extent(renderer) for t in (*ax.texts, *ax.get_xticklabels(),
+                                                     *ax.get_yticklabels()) if t.get_text()]
+    legend_box = [leg.get_window_extent(renderer)] if leg is not None else []
+    layout: Layout = {"frame": box(frame), "plot": box(ax.get_tightbbox(renderer)),
+                      "read": box(Bbox.union([frame, *texts, *legend_box]))}
+    if leg is not None:
+        layout["legend"] = box(leg.get_window_extent(renderer))
+        # Each legend entry: its text and, left of it to the legend's edge, its swatch (a
+        # scatter handle has no finite extent of its own).
+        left = leg.get_window_extent(renderer).x0
+        layout["entries"] = {}
+        for t in leg.get_texts():
+            tb = t.get_window_extent(renderer)
+            layout["entries"][t.get_text()] = box(Bbox([[left, tb.y0], [tb.x1, tb.y1]]))
+    elif spec["kind"] == "pie":
+        layout["entries"] = {t.get_text(): box(t.get_window_extent(renderer))
+                             for t in ax.texts if t.get_text() in spec["categories"]}
+    if spec["kind"] == "pie":
+        (cx, cy), (ex, _) = ax.transData.transform([(0.0, 0.0), (1.0, 0.0)])
+        layout["pie"] = [round(float(cx), 1), round(h - float(cy), 1), round(float(ex - cx), 1)]
+    return buf.getvalue(), layout
 
 
 def _value_axis(ax: Any, spec: Spec, horizontal: bool = False) -> None:
@@ -322,8 +385,9 @@ def _draw_scatter(ax: Any, spec: Spec) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Questions: each draft function returns one question about a chart, or None where it does not
-# apply. Table questions read one series (or the stacked totals) picked by ``_targets``.
+# Questions: each draft function picks what one question about a chart is about (its facts),
+# or None where it does not apply; its gold answer is computed from the facts and the spec by
+# ``ANSWERS``, the same functions that answer it again about a counterfactual twin.
 
 Rng = np.random.Generator
 Table = dict[str, int]
@@ -343,22 +407,102 @@ class ChartFacts(TypedDict, total=False):
     options: dict[str, str]
 
 
-def _targets(spec: Spec, rng: Rng) -> tuple[str | None, Table]:
-    """Pick what a table question is about: one series, or stacked totals."""
+def table_of(spec: Spec, facts: Mapping[str, Any]) -> Table:
+    """The category → value table a question is about: one series, or the stacked totals."""
     cats = spec["categories"]
+    if facts.get("total"):
+        return {c: sum(s["values"][i] for s in spec["series"]) for i, c in enumerate(cats)}
+    name = facts.get("series")
+    s = next(s for s in spec["series"] if s["name"] == name) if name else spec["series"][0]
+    return dict(zip(cats, s["values"], strict=True))
+
+
+def _points_of(spec: Spec, name: str | None) -> list[list[int]]:
+    return next(s for s in spec["series"] if s["name"] == name)["points"] if name \
+        else spec["series"][0]["points"]
+
+
+def _unique(t: Table, best: int) -> str | None:
+    winners = [c for c, v in t.items() if v == best]
+    return winners[0] if len(winners) == 1 else None
+
+
+def _runner_up(t: Table) -> str | None:
+    """The second largest, when the top three values differ (else the question is ambiguous)."""
+    ranked = sorted(t, key=t.get, reverse=True)  # type: ignore[arg-type]
+    if len(ranked) < 3 or len({t[c] for c in ranked[:3]}) < 3:
+        return None
+    return ranked[1]
+
+
+def _trend(v: list[int]) -> str:
+    steps = [b - a for a, b in zip(v, v[1:], strict=False)]
+    return "increasing" if all(d > 0 for d in steps) else (
+        "decreasing" if all(d < 0 for d in steps) else "fluctuating")
+
+
+def _clear_of(values: Collection[int], threshold: int, margin: int) -> bool:
+    """No value within ``margin`` of ``threshold``: the count is unambiguous on the picture."""
+    return all(abs(v - threshold) >= margin for v in values)
+
+
+Answer = Callable[[Spec, Mapping[str, Any]], "str | None"]
+
+
+def _on_table(fn: Callable[[Table, Mapping[str, Any], Spec], str | None]) -> Answer:
+    return lambda spec, f: fn(table_of(spec, f), f, spec)
+
+
+def _pair(fn: Callable[[int, int], str]) -> Answer:
+    """A question about a > b (the phrasing says "by how much a exceeds b")."""
+    return _on_table(lambda t, f, s: fn(t[f["a"]], t[f["b"]]) if t[f["a"]] > t[f["b"]] else None)
+
+
+# The gold answer of each question type from its facts (choice: the right option's text);
+# None where the question no longer applies to the spec.
+ANSWERS: dict[str, Answer] = {
+    "value": _on_table(lambda t, f, s: format_number(t[f["a"]])),
+    "max": _on_table(lambda t, f, s: _unique(t, max(t.values()))),
+    "min": _on_table(lambda t, f, s: _unique(t, min(t.values()))),
+    "difference": _pair(lambda a, b: format_number(a - b)),
+    "ratio": _pair(lambda a, b: format_number(round(a / b, 2))),
+    "sum": _on_table(lambda t, f, s: format_number(sum(t.values()))),
+    "mean": _on_table(lambda t, f, s: format_number(round(sum(t.values()) / len(t), 2))),
+    "range": _on_table(lambda t, f, s: format_number(max(t.values()) - min(t.values()))),
+    "percentage": _on_table(
+        lambda t, f, s: format_number(round(100 * t[f["a"]] / sum(t.values()), 1))),
+    "trend": _on_table(lambda t, f, s: _trend(list(t.values())) if s["ordered"] else None),
+    "compare": _on_table(lambda t, f, s: None if t[f["a"]] == t[f["b"]]
+                         else ("yes" if t[f["a"]] > t[f["b"]] else "no")),
+    "count_above": _on_table(
+        lambda t, f, s: str(sum(v > f["threshold"] for v in t.values()))
+        if _clear_of(t.values(), f["threshold"], 2 * s["step"]) else None),
+    "choice": _on_table(lambda t, f, s: _runner_up(t)),
+    "scatter_count_above": lambda s, f: (
+        str(sum(p[1] > f["threshold"] for p in _points_of(s, f["series"])))
+        if _clear_of([p[1] for p in _points_of(s, f["series"])], f["threshold"], 2) else None),
+    "scatter_count": lambda s, f: str(len(_points_of(s, f["series"]))),
+    "scatter_compare": lambda s, f: None if len(_points_of(s, f["a"])) == len(_points_of(
+        s, f["b"])) else ("yes" if len(_points_of(s, f["a"])) > len(_points_of(s, f["b"]))
+                          else "no"),
+}
+
+
+def _targets(spec: Spec, rng: Rng) -> ChartFacts:
+    """Pick what a table question is about: one series, or stacked totals."""
     if spec["kind"] == "stacked" and rng.random() < 0.4:
-        return None, {c: sum(s["values"][i] for s in spec["series"]) for i, c in enumerate(cats)}
+        return {"series": None, "total": True}
     s = spec["series"][int(rng.integers(len(spec["series"])))]
-    name = s["name"] if len(spec["series"]) > 1 else None
-    return name, dict(zip(cats, s["values"], strict=True))
+    return {"series": s["name"] if len(spec["series"]) > 1 else None, "total": False}
 
 
-def _two(rng: Rng, table: Table, distinct: bool = True) -> tuple[str, str] | None:
-    cats = [c for c in table]
+def _two(rng: Rng, table: Table) -> tuple[str, str] | None:
+    """Two categories of different values, the larger first."""
+    cats = list(table)
     for _ in range(10):
         a, b = (cats[i] for i in rng.choice(len(cats), size=2, replace=False))
-        if not distinct or table[a] != table[b]:
-            return (a, b) if table[a] >= table[b] else (b, a)
+        if table[a] != table[b]:
+            return (a, b) if table[a] > table[b] else (b, a)
     return None
 
 
@@ -372,9 +516,15 @@ def _threshold(rng: Rng, values: list[int], step: int) -> int | None:
     return int(round((a + b) / 2 / step) * step)
 
 
-def _draft(spec: Spec, qtype: str, answer: str, facts: ChartFacts,
-           choices: tuple[str, ...] = ()) -> Draft:
-    """A chart draft: the facts, and the names every chart phrasing may use."""
+def _draft(spec: Spec, qtype: str, facts: ChartFacts, choices: tuple[str, ...] = (),
+           answer: str | None = None) -> Draft | None:
+    """A chart draft: the gold answer from ``ANSWERS`` (unless given), the facts, and the
+    names every chart phrasing may use."""
+    answer = ANSWERS[qtype](spec, facts) if answer is None else answer
+    if answer is None:
+        return None
+    if choices:
+        choices = (answer, *(c for c in choices if c != answer))
     axis = ("series" if qtype == "legend" and spec["kind"] != "pie"
             else spec["category_axis"].lower())
     names = {"a": facts.get("a"), "b": facts.get("b"), "series": facts["series"],
@@ -383,100 +533,57 @@ def _draft(spec: Spec, qtype: str, answer: str, facts: ChartFacts,
     return Draft(answer=answer, facts=facts, names=names, choices=choices)
 
 
-TableDraft = tuple[str, ChartFacts] | tuple[str, ChartFacts, tuple[str, ...]] | None
+# What a table question asks about, given the table it was picked for (None: does not apply).
+TableFacts = Callable[[Spec, Rng, Table], "ChartFacts | tuple[ChartFacts, tuple[str, ...]] | None"]
 
 
-def _table_question(qtype: str, fn: Callable[[Spec, Rng, Table], TableDraft]
-                    ) -> Callable[[Spec, Rng], Draft | None]:
+def _table_question(qtype: str, fn: TableFacts) -> Callable[[Spec, Rng], Draft | None]:
     """A question over one series (or stacked totals): ``fn`` sees the picked table."""
 
     def draft(spec: Spec, rng: Rng) -> Draft | None:
-        series, table = _targets(spec, rng)
-        got = fn(spec, rng, table)
+        base = _targets(spec, rng)
+        got = fn(spec, rng, table_of(spec, base))
         if got is None:
             return None
-        answer, facts, *choices = got
-        base: ChartFacts = {"series": series, "total": series is None and spec["kind"] == "stacked"}
-        return _draft(spec, qtype, answer, {**base, **facts}, *choices)
+        facts, choices = got if isinstance(got, tuple) else (got, ())
+        return _draft(spec, qtype, {**base, **facts}, choices)
 
     return draft
 
 
-def _q_value(spec: Spec, rng: Rng, t: Table) -> TableDraft:
-    a = list(t)[rng.integers(len(t))]
-    return format_number(t[a]), {"a": a}
+def _f_none(spec: Spec, rng: Rng, t: Table) -> ChartFacts:
+    return {}
 
 
-def _q_extreme(op: str) -> Callable[[Spec, Rng, Table], TableDraft]:
-    def q(spec: Spec, rng: Rng, t: Table) -> TableDraft:
-        best = (max if op == "max" else min)(t.values())
-        winners = [c for c, v in t.items() if v == best]
-        return (winners[0], {}) if len(winners) == 1 else None
-    return q
+def _f_one(spec: Spec, rng: Rng, t: Table) -> ChartFacts:
+    return {"a": list(t)[rng.integers(len(t))]}
 
 
-def _q_difference(spec: Spec, rng: Rng, t: Table) -> TableDraft:
+def _f_pair(spec: Spec, rng: Rng, t: Table) -> ChartFacts | None:
     pair = _two(rng, t)
-    return None if pair is None else (format_number(t[pair[0]] - t[pair[1]]),
-                                      {"a": pair[0], "b": pair[1]})
+    return None if pair is None else {"a": pair[0], "b": pair[1]}
 
 
-def _q_ratio(spec: Spec, rng: Rng, t: Table) -> TableDraft:
-    pair = _two(rng, t)
-    return None if pair is None else (format_number(round(t[pair[0]] / t[pair[1]], 2)),
-                                      {"a": pair[0], "b": pair[1]})
-
-
-def _q_sum(spec: Spec, rng: Rng, t: Table) -> TableDraft:
-    return format_number(sum(t.values())), {}
-
-
-def _q_mean(spec: Spec, rng: Rng, t: Table) -> TableDraft:
-    return format_number(round(sum(t.values()) / len(t), 2)), {}
-
-
-def _q_range(spec: Spec, rng: Rng, t: Table) -> TableDraft:
-    return format_number(max(t.values()) - min(t.values())), {}
-
-
-def _q_percentage(spec: Spec, rng: Rng, t: Table) -> TableDraft:
-    a = list(t)[rng.integers(len(t))]
-    return format_number(round(100 * t[a] / sum(t.values()), 1)), {"a": a}
-
-
-def _q_trend(spec: Spec, rng: Rng, t: Table) -> TableDraft:
-    if not spec["ordered"]:
-        return None
-    v = list(t.values())
-    steps = [b - a for a, b in zip(v, v[1:], strict=False)]
-    trend = "increasing" if all(d > 0 for d in steps) else (
-        "decreasing" if all(d < 0 for d in steps) else "fluctuating")
-    return trend, {}
-
-
-def _q_compare(spec: Spec, rng: Rng, t: Table) -> TableDraft:
+def _f_compare(spec: Spec, rng: Rng, t: Table) -> ChartFacts | None:
     pair = _two(rng, t)
     if pair is None:
         return None
     a, b = pair if rng.random() < 0.5 else pair[::-1]
-    return ("yes" if t[a] > t[b] else "no"), {"a": a, "b": b}
+    return {"a": a, "b": b}
 
 
-def _q_count_above(spec: Spec, rng: Rng, t: Table) -> TableDraft:
+def _f_count_above(spec: Spec, rng: Rng, t: Table) -> ChartFacts | None:
     thr = _threshold(rng, list(t.values()), spec["step"])
-    if thr is None:
-        return None
-    return str(sum(v > thr for v in t.values())), {"threshold": thr}
+    return None if thr is None else {"threshold": thr}
 
 
-def _q_choice(spec: Spec, rng: Rng, t: Table) -> TableDraft:
-    ranked = sorted(t, key=t.get, reverse=True)  # type: ignore[arg-type]
-    if len(ranked) < 3 or t[ranked[0]] == t[ranked[1]] or t[ranked[1]] == t[ranked[2]]:
+def _f_choice(spec: Spec, rng: Rng, t: Table) -> tuple[ChartFacts, tuple[str, ...]] | None:
+    second = _runner_up(t)
+    if second is None:
         return None
-    others = [c for c in ranked if c != ranked[1]]
-    picks = [ranked[1]] + [others[i] for i in rng.choice(len(others), size=min(3, len(others)),
-                                                          replace=False)]
-    return ranked[1], {}, tuple(picks)
+    others = [c for c in sorted(t, key=t.get, reverse=True) if c != second]  # type: ignore
+    picks = [others[i] for i in rng.choice(len(others), size=min(3, len(others)), replace=False)]
+    return {}, (second, *picks)
 
 
 def _q_legend(spec: Spec, rng: Rng) -> Draft | None:
@@ -484,38 +591,35 @@ def _q_legend(spec: Spec, rng: Rng) -> Draft | None:
         i = int(rng.integers(len(spec["categories"])))
         facts: ChartFacts = {"series": None, "total": False,
                              "color": spec["slice_color_names"][i], "hex": spec["slice_colors"][i]}
-        return _draft(spec, "legend", spec["categories"][i], facts)
+        return _draft(spec, "legend", facts, answer=spec["categories"][i])
     if len(spec["series"]) < 2:
         return None
     s = spec["series"][int(rng.integers(len(spec["series"])))]
     facts = {"series": None, "total": False, "color": s["color_name"], "hex": s["color"]}
-    return _draft(spec, "legend", s["name"], facts)
+    return _draft(spec, "legend", facts, answer=s["name"])
 
 
 def _q_scatter_count_above(spec: Spec, rng: Rng) -> Draft | None:
     s = spec["series"][int(rng.integers(len(spec["series"])))]
-    ys = [p[1] for p in s["points"]]
-    thr = _threshold(rng, ys, 1)
+    thr = _threshold(rng, [p[1] for p in s["points"]], 1)
     if thr is None:
         return None
     name = s["name"] if len(spec["series"]) > 1 else None
-    return _draft(spec, "scatter_count_above", str(sum(y > thr for y in ys)),
-                  {"series": name, "total": False, "threshold": thr})
+    return _draft(spec, "scatter_count_above", {"series": name, "total": False, "threshold": thr})
 
 
 def _q_scatter_count(spec: Spec, rng: Rng) -> Draft | None:
     s = spec["series"][int(rng.integers(len(spec["series"])))]
-    return _draft(spec, "scatter_count", str(len(s["points"])),
-                  {"series": s["name"], "total": False})
+    if len(spec["series"]) < 2:
+        return None  # its phrasings name the series, and a lone series' name is not printed
+    return _draft(spec, "scatter_count", {"series": s["name"], "total": False})
 
 
 def _q_scatter_compare(spec: Spec, rng: Rng) -> Draft | None:
     if len(spec["series"]) < 2:
         return None
     a, b = (spec["series"][i] for i in rng.permutation(2))
-    if len(a["points"]) == len(b["points"]):
-        return None
-    return _draft(spec, "scatter_compare", "yes" if len(a["points"]) > len(b["points"]) else "no",
+    return _draft(spec, "scatter_compare",
                   {"series": None, "total": False, "a": a["name"], "b": b["name"]})
 
 
@@ -523,25 +627,25 @@ _MEASURE = ("pixel_measure", "compute")
 _COUNT = ("pixel_measure", "count")
 
 
-def _table(name: str, answer_type: AnswerType, fn: Callable[[Spec, Rng, Table], TableDraft],
+def _table(name: str, answer_type: AnswerType, fn: TableFacts,
            harder: bool = True) -> QuestionType:
     return QuestionType(name, answer_type, _MEASURE, _table_question(name, fn), harder)
 
 
 QUESTIONS: dict[str, QuestionType] = {q.name: q for q in (
-    _table("value", "number", _q_value, harder=False),
-    _table("max", "text", _q_extreme("max"), harder=False),
-    _table("min", "text", _q_extreme("min"), harder=False),
-    _table("difference", "number", _q_difference),
-    _table("sum", "number", _q_sum),
-    _table("mean", "number", _q_mean),
-    _table("percentage", "number", _q_percentage),
-    _table("ratio", "number", _q_ratio),
-    _table("range", "number", _q_range),
-    _table("trend", "text", _q_trend),
-    _table("compare", "yesno", _q_compare, harder=False),
-    _table("count_above", "integer", _q_count_above),
-    _table("choice", "choice", _q_choice),
+    _table("value", "number", _f_one, harder=False),
+    _table("max", "text", _f_none, harder=False),
+    _table("min", "text", _f_none, harder=False),
+    _table("difference", "number", _f_pair),
+    _table("sum", "number", _f_none),
+    _table("mean", "number", _f_none),
+    _table("percentage", "number", _f_one),
+    _table("ratio", "number", _f_pair),
+    _table("range", "number", _f_none),
+    _table("trend", "text", _f_none),
+    _table("compare", "yesno", _f_compare, harder=False),
+    _table("count_above", "integer", _f_count_above),
+    _table("choice", "choice", _f_choice),
     QuestionType("legend", "text", ("crop", "zoom"), _q_legend),
     QuestionType("scatter_count_above", "integer", _COUNT, _q_scatter_count_above, harder=True),
     QuestionType("scatter_count", "integer", _COUNT, _q_scatter_count),
@@ -608,12 +712,13 @@ def make_scene(index: int, seed: int, options: Mapping[str, Any] | None = None) 
     kind = CHART_KINDS[int(rng.integers(len(CHART_KINDS)))]
     spec = kind.spec(rng)
     hard = (not spec["value_labels"]) + (len(spec["series"]) > 1) + (len(spec["categories"]) > 6)
+    image, spec["layout"] = _render(spec)
     return Scene(
         id=f"chart-{stable_id('chart', seed, index)}",
         family="chart",
         kind=kind.name,
         seed=index,
-        image=render_chart(spec),
+        image=image,
         spec=spec,
         difficulty=("easy", "medium", "hard", "hard")[hard],
     )
@@ -639,5 +744,162 @@ def pose(scene: Scene, k: int, only: Collection[str] | None = None) -> list[Task
     return poser.tasks
 
 
+# ---------------------------------------------------------------------------------------------
+# What a trace may read, what it may not know, and counterfactual twins (``check.grounding``)
+
+
+def _rgb(hex_colour: str) -> tuple[int, int, int]:
+    h = hex_colour.lstrip("#")
+    return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+
+
+def value_labels(spec: Spec) -> list[str]:
+    """The value labels the chart prints (none when ``value_labels`` is off), as drawn."""
+    if not spec["value_labels"]:
+        return []
+    fmt = "{:d}%" if spec["kind"] == "pie" else "{:g}"
+    return [fmt.format(v) for s in spec["series"] for v in s.get("values", [])]
+
+
+def printed(scene: Scene) -> frozenset[str]:
+    """Every text the chart prints: title, axis labels, tick labels, categories, legend
+    entries and (when shown) value labels."""
+    spec: Spec = scene.spec
+    texts = {spec["title"], *spec["categories"]} if spec["kind"] != "scatter" else {spec["title"]}
+    if spec["kind"] != "pie":
+        texts |= {spec["value_axis"], spec.get("x_axis") or spec["category_axis"],
+                  *(str(t) for t in spec["ticks"])}
+    if len(spec["series"]) > 1:
+        texts |= {s["name"] for s in spec["series"]}
+    labels = value_labels(spec)
+    return frozenset(texts | set(labels) | {t.rstrip("%") for t in labels})
+
+
+def secrets(task: Task) -> Secrets:
+    """What only the renderer knows: the palette, the name of a series no legend prints (and
+    the pie's internal one), the frame's (pie's) pixel coordinates, and the data when no label
+    prints it (values, stacked totals, scatter points and their counts)."""
+    spec: Spec = task.scene.spec
+    colours = spec["slice_colors"] if spec["kind"] == "pie" \
+        else [s["color"] for s in spec["series"]]
+    strings = {"share"} if spec["kind"] == "pie" else set()
+    if len(spec["series"]) == 1 and spec["kind"] != "pie":
+        strings.add(spec["series"][0]["name"])
+    # A pie has no visible frame: its centre and radius are what a trace could pretend to know.
+    where = spec["layout"]["pie"] if spec["kind"] == "pie" else spec["layout"]["frame"]
+    numbers: set[float] = {float(round(v)) for v in where}
+    if not spec["value_labels"]:
+        for s in spec["series"]:
+            numbers |= {float(v) for v in s.get("values", [])}
+            numbers |= {float(c) for p in s.get("points", []) for c in p}
+            if "points" in s:
+                numbers.add(float(len(s["points"])))
+        if spec["kind"] == "stacked":
+            numbers |= {float(v) for v in table_of(spec, {"total": True}).values()}
+    # Below 5 a number is every program's index, margin or digit count, and no chart value.
+    return Secrets(numbers=frozenset(v for v in numbers if v >= 5),
+                   colours=tuple(_rgb(c) for c in colours), strings=frozenset(strings))
+
+
+# One twin scene serves every question about a scene (one extra render per scene, not per
+# task): candidates are redrawn specs, cheap to make and to answer; a question whose answer
+# candidate 0 leaves unchanged tries the next, and only the chosen candidate is drawn.
+_TWIN_CANDIDATES = 12
+_twins: OrderedDict[tuple[str, int, int | None], Scene | None] = OrderedDict()
+
+
+def _redraw(spec: Spec, rng: Rng, mode: int, avoid: int | None) -> Spec | None:
+    """``spec`` with new data on the same axes: random values (mode 0, 1, 4, 5), sorted up
+    (2) or down (3); none within two steps of ``avoid``; values in the hundreds fall off the
+    old multiples of ten, so code that snaps to a hidden grid fails."""
+    new: Spec = {**spec, "series": [dict(s) for s in spec["series"]]}  # type: ignore[typeddict-item]
+    kind, n = spec["kind"], len(spec["categories"])
+    if kind == "pie":
+        while True:
+            cuts = np.sort(rng.choice(np.arange(1, 100), size=n - 1, replace=False))
+            shares = np.diff(np.concatenate([[0], cuts, [100]]))
+            if shares.min() >= 4:
+                break
+        new["series"][0]["values"] = [int(v) for v in shares]
+        return new
+    if kind == "scatter":
+        taken: list[tuple[int, int]] = []
+        for s in new["series"]:
+            pts: list[list[int]] = []
+            want = int(rng.integers(6, 19))
+            while len(pts) < want:
+                x, y = int(rng.integers(2, 99)), int(rng.integers(2, 99))
+                if all(abs(x - a) > 4 or abs(y - b) > 5 for a, b in taken) \
+                        and (avoid is None or abs(y - avoid) >= 3):
+                    taken.append((x, y))
+                    pts.append([x, y])
+            s["points"] = pts
+        return new
+    step, top = spec["step"], int(spec["ticks"][-1] / 1.08)
+    high = top // len(spec["series"]) if kind == "stacked" else top
+    for s in new["series"]:
+        vals = [int(v) for v in rng.integers(5 * step, high + 1, size=n)]
+        if avoid is not None:
+            vals = [v if abs(v - avoid) >= 3 * step else v + 6 * step for v in vals]
+        s["values"] = sorted(vals, reverse=mode == 3) if mode in (2, 3) else vals
+    if kind == "line":
+        _separate_lines(new["series"], step * 6)
+    tops = table_of(new, {"total": True}).values() if kind == "stacked" \
+        else [v for s in new["series"] for v in s["values"]]
+    return new if max(tops) <= top else None
+
+
+def _twin_scene(scene: Scene, k: int, avoid: int | None, draw: bool) -> Scene | None:
+    """Candidate ``k`` of the twins of ``scene`` (its image drawn only when ``draw``)."""
+    key = (scene.id, k, avoid)
+    if key not in _twins:
+        rng = np.random.default_rng([int(stable_id(scene.id, "twin", k, avoid), 16)])
+        spec = _redraw(scene.spec, rng, k % 6, avoid)
+        _twins[key] = None if spec is None else Scene(
+            id=f"{scene.id}-twin{k}", family=scene.family, kind=scene.kind, seed=scene.seed,
+            image=b"", spec=spec, difficulty=scene.difficulty)
+        while len(_twins) > 64:
+            _twins.popitem(last=False)
+    twin = _twins[key]
+    if twin is not None and draw and not twin.image:
+        twin.image, twin.spec["layout"] = _render(twin.spec)
+    return twin
+
+
+def _differs(a: str, b: str, answer_type: str) -> bool:
+    if answer_type == "number":
+        return abs(float(a) - float(b)) > NUMBER_TOLERANCE * max(abs(float(b)), 1e-9)
+    return a != b
+
+
+def twin(task: Task) -> Twin | None:
+    """The same question about the chart with its data redrawn so that the answer differs
+    (None for legend questions, answered by reading a zoomed legend rather than by code).
+
+    A twin already drawn for another question about the scene is used when it serves."""
+    op, facts = task.facts["op"], task.facts
+    if op == "legend":
+        return None
+    avoid = facts.get("threshold")
+    drawn = [key for key, t in _twins.items() if key[0] == task.scene.id and t and t.image]
+    keys = drawn + [(task.scene.id, k, avoid) for k in range(_TWIN_CANDIDATES)]
+    for _, k, band in keys:
+        scene = _twin_scene(task.scene, k, band, draw=False)
+        if scene is None:
+            continue
+        answer = ANSWERS[op](scene.spec, facts)
+        if answer is not None and op == "choice":
+            answer = next((k for k, v in facts["options"].items() if v == answer), None)
+        if answer is None or not _differs(answer, task.answer, task.answer_type):
+            continue
+        scene = _twin_scene(task.scene, k, band, draw=True)
+        assert scene is not None
+        old, new = value_labels(task.scene.spec), value_labels(scene.spec)
+        changed = {a for a, b in zip(old, new, strict=True) if a != b}
+        return Twin(scene, answer, frozenset(changed | {t.rstrip("%") for t in changed}))
+    return None
+
+
 FAMILY = Family(name="chart", kinds={k.name: k.questions for k in CHART_KINDS},
-                questions=QUESTIONS, make_scene=make_scene, pose=pose)
+                questions=QUESTIONS, make_scene=make_scene, pose=pose, printed=printed,
+                secrets=secrets, twin=twin)

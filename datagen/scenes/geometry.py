@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -26,17 +27,29 @@ from matplotlib import font_manager
 from PIL import Image, ImageDraw, ImageFont
 
 from datagen.records import AnswerType, Scene, Task, stable_id
-from datagen.scenes.base import DIFFICULTIES, Draft, Family, Poser, QuestionType, pose_rng
+from datagen.scenes.base import (
+    DIFFICULTIES,
+    Draft,
+    Family,
+    Poser,
+    QuestionType,
+    Secrets,
+    Twin,
+    pose_rng,
+)
 
-__all__ = ["CONSTRUCTIONS", "FAMILY", "QUESTIONS", "Construction", "GeometrySpec", "make_scene",
-           "pose", "render_figure"]
+__all__ = ["CONSTRUCTIONS", "COUNTED", "FAMILY", "QUESTIONS", "RELATED", "Construction",
+           "GeometrySpec", "labels", "make_scene", "pose", "printed", "render_figure", "secrets",
+           "twin"]
 
 
 class GeometrySpec(TypedDict, total=False):
     """A figure: points in math units, what is drawn between them, and the numbers given.
 
     ``pixels`` (each point's pixel position) and ``label_boxes`` are added by ``make_scene``
-    after rendering; ``given`` holds the numbers printed on the figure, by name.
+    after rendering; ``given`` holds the numbers printed on the figure, by name; ``figures``
+    (similar triangles) groups the points of separate figures, whose labels face outward from
+    their own figure.
     """
 
     construction: str
@@ -58,15 +71,27 @@ class GeometrySpec(TypedDict, total=False):
     labelled: list[str]
     size: list[int]
     scale: float
+    turn: float
     pixels: dict[str, list[float]]
     label_boxes: list[list[float]]
+    figures: list[list[str]]
 
 
 Spec = GeometrySpec
 Rng = np.random.Generator
 MARGIN = 80
+POLYGON_SIDES = (5, 6, 8, 10, 12)
+MAX_LETTERED = 8  # polygons with more vertices than this carry no vertex letters
+RELATIONS = ("alternate", "corresponding", "co_interior")
+# Where the angle marked "?" sits at Q for each relation to the given angle L1-P-V.
+_RELATION_ANGLE = {"alternate": ["R2", "Q", "U"], "corresponding": ["L2", "Q", "V"],
+                   "co_interior": ["L2", "Q", "U"]}
 INK = (20, 20, 20)
 MARK = (40, 90, 200)
+SHADE = (200, 200, 200)
+GRID = (225, 225, 225)
+AXIS = (110, 110, 110)
+GRID_TEXT = (90, 90, 90)
 
 
 @functools.cache
@@ -227,10 +252,14 @@ def _circle(rng: Rng) -> Spec:
 
 
 def _polygon(rng: Rng) -> Spec:
-    n = int(rng.choice([5, 6, 8, 10, 12]))
+    n = int(rng.choice(POLYGON_SIDES))
     s = int(rng.integers(2, 11))
+    return _polygon_spec(n, s, float(rng.uniform(0, 2 * math.pi)))
+
+
+def _polygon_spec(n: int, s: int, t0: float) -> Spec:
+    """A regular ``n``-gon of side ``s`` turned by ``t0``: one side marked, the rest ticked."""
     big_r = s / (2 * math.sin(math.pi / n))
-    t0 = float(rng.uniform(0, 2 * math.pi))
     names = "ABCDEFGHIJKL"[:n]
     pts = {names[i]: (big_r * math.cos(t0 + 2 * math.pi * i / n),
                       big_r * math.sin(t0 + 2 * math.pi * i / n)) for i in range(n)}
@@ -238,8 +267,9 @@ def _polygon(rng: Rng) -> Spec:
     spec["segments"] = [[names[i], names[(i + 1) % n]] for i in range(n)]
     spec["ticks"] = [[names[i], names[(i + 1) % n], 1] for i in range(n)]
     spec["side_labels"] = [[names[0], names[1], str(s)]]
-    spec["labelled"] = list(names) if n <= 8 else []
+    spec["labelled"] = list(names) if n <= MAX_LETTERED else []
     spec["given"] = {"n": n, "s": s}
+    spec["turn"] = t0
     return spec
 
 
@@ -258,6 +288,12 @@ def _composite(rng: Rng) -> Spec:
 
 def _parallel(rng: Rng) -> Spec:
     x = int(rng.choice([v for v in range(35, 165, 5) if v != 90]))
+    return _parallel_spec(x, str(rng.choice(RELATIONS)))
+
+
+def _parallel_spec(x: int, relation: str) -> Spec:
+    """Two parallel lines cut by a transversal at ``x``°; the angle marked "?" is ``relation``
+    to the given one."""
     gap = 5.0
     t = math.radians(x)
     dx = gap / math.tan(t)
@@ -270,13 +306,9 @@ def _parallel(rng: Rng) -> Spec:
     spec = _base("parallel", pts)
     spec["segments"] = [["L1", "R1"], ["L2", "R2"], ["U", "V"]]
     spec["arrows"] = [["L1", "R1", 1], ["L2", "R2", 1]]
-    relation = str(rng.choice(["alternate", "corresponding", "co_interior"]))
     # The given angle lies between the lines, left of the transversal; the asked one, marked
     # "?", sits where the relation says.
-    spec["angle_labels"] = [["L1", "P", "V", _deg(x)]]
-    target = {"alternate": ["R2", "Q", "U"], "corresponding": ["L2", "Q", "V"],
-              "co_interior": ["L2", "Q", "U"]}[relation]
-    spec["angle_labels"].append([*target, "?"])
+    spec["angle_labels"] = [["L1", "P", "V", _deg(x)], [*_RELATION_ANGLE[relation], "?"]]
     spec["labelled"] = ["P", "Q"]
     spec["given"] = {"x": x}
     spec["mode"] = relation
@@ -304,11 +336,13 @@ def _similar(rng: Rng) -> Spec:
     k = sp.Rational(int(rng.integers(3, 8)), 2)
     al = math.acos((b * b + c * c - a * a) / (2 * b * c))
     small = {"A": (0, 0), "B": (c, 0), "C": (b * math.cos(al), b * math.sin(al))}
-    off = c + 2.5
+    # A gap of 30 % of the big base: at 2.5 units the letters B and D ran into each other.
+    off = c + max(2.5, 0.3 * float(k) * c)
     kf = float(k)
     big = {"D": (off, 0), "E": (off + c * kf, 0),
            "F": (off + b * kf * math.cos(al), b * kf * math.sin(al))}
     spec = _base("similar", {**small, **big})
+    spec["figures"] = [list(small), list(big)]
     spec["segments"] = [["A", "B"], ["B", "C"], ["C", "A"], ["D", "E"], ["E", "F"], ["F", "D"]]
     spec["side_labels"] = [["A", "B", str(c)], ["B", "C", str(a)], ["D", "E", str(k * c)],
                            ["E", "F", "?"]]
@@ -366,7 +400,9 @@ def _fit(spec: Spec) -> dict[str, tuple[float, float]]:
 
 def _away(p: tuple[float, float], centre: tuple[float, float], dist: float) -> tuple[float, float]:
     vx, vy = p[0] - centre[0], p[1] - centre[1]
-    n = math.hypot(vx, vy) or 1.0
+    n = math.hypot(vx, vy)
+    if n < 1e-6:  # the point is the centre (circle O with a 120° central angle): go below
+        vx, vy, n = 0.0, 1.0, 1.0
     return p[0] + vx / n * dist, p[1] + vy / n * dist
 
 
@@ -379,8 +415,12 @@ def _text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, size: i
     return box
 
 
-def render_figure(spec: Spec) -> tuple[bytes, dict[str, list[float]], list[list[float]]]:
-    """Draw ``spec``; returns PNG bytes, pixel positions and the label boxes drawn."""
+def render_figure(spec: Spec, compress_level: int = 6
+                  ) -> tuple[bytes, dict[str, list[float]], list[list[float]]]:
+    """Draw ``spec``; returns PNG bytes, pixel positions and the label boxes drawn.
+
+    ``compress_level`` is zlib's (twins, made for every verified try, use 1: twice as fast).
+    """
     w, h = spec["size"]
     px = _fit(spec)
     img = Image.new("RGB", (w, h), "white")
@@ -389,7 +429,7 @@ def render_figure(spec: Spec) -> tuple[bytes, dict[str, list[float]], list[list[
     if spec["grid"]:
         _draw_grid(d, spec, px)
     for poly in spec["shade"]:
-        d.polygon([px[n] for n in poly], fill=(200, 200, 200))
+        d.polygon([px[n] for n in poly], fill=SHADE)
     if spec["unshade_circle"]:
         name, r = spec["unshade_circle"]
         cx, cy = px[name]
@@ -411,11 +451,18 @@ def render_figure(spec: Spec) -> tuple[bytes, dict[str, list[float]], list[list[
     for p, v, q in spec["right_angles"]:
         _right_mark(d, px[p], px[v], px[q])
     boxes: list[list[float]] = []
-    centre = tuple(np.mean([px[n] for n in spec["points"]], axis=0))
+    everything = tuple(np.mean([px[n] for n in spec["points"]], axis=0))
+    # Labels go outward from the centre of the figure they belong to (similar triangles are two).
+    centres = {n: tuple(np.mean([px[m] for m in fig], axis=0))
+               for fig in spec.get("figures", []) for n in fig}
+
+    def centre(name: str) -> tuple[float, ...]:
+        return centres.get(name, everything)
+
     for p, v, q, text in spec["angle_labels"]:
         boxes.append(list(_angle_mark(d, px[p], px[v], px[q], text)))
     for a, b, text in spec["side_labels"]:
-        boxes.append(list(_side_label(d, px[a], px[b], text, centre)))
+        boxes.append(list(_side_label(d, px[a], px[b], text, centre(a))))
     for name in spec["labelled"]:
         x, y = px[name]
         d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=INK)
@@ -423,9 +470,9 @@ def render_figure(spec: Spec) -> tuple[bytes, dict[str, list[float]], list[list[
         if spec.get("coord_labels"):
             gx, gy = spec["given"][name]
             label = f"{name}({gx}, {gy})"
-        boxes.append(list(_text(d, _away((x, y), centre, 24 + 3 * len(label)), label, 20)))
+        boxes.append(list(_text(d, _away((x, y), centre(name), 24 + 3 * len(label)), label, 20)))
     buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=False)
+    img.save(buf, format="PNG", optimize=False, compress_level=compress_level)
     return buf.getvalue(), {k: [round(x, 2), round(y, 2)] for k, (x, y) in px.items()}, boxes
 
 
@@ -436,14 +483,14 @@ def _draw_grid(d: ImageDraw.ImageDraw, spec: Spec, px: dict[str, tuple[float, fl
     gx, gy = spec["points"]["A"]
     x0, y0 = ax - gx * s, ay + gy * s  # pixel of the origin
     for v in range(lo, hi + 1):
-        d.line([(x0 + v * s, y0 - lo * s), (x0 + v * s, y0 - hi * s)], fill=(225, 225, 225))
-        d.line([(x0 + lo * s, y0 - v * s), (x0 + hi * s, y0 - v * s)], fill=(225, 225, 225))
+        d.line([(x0 + v * s, y0 - lo * s), (x0 + v * s, y0 - hi * s)], fill=GRID)
+        d.line([(x0 + lo * s, y0 - v * s), (x0 + hi * s, y0 - v * s)], fill=GRID)
         if v % 2 == 0:
-            _text(d, (x0 + v * s, y0 + 14), str(v), 13, (90, 90, 90))
+            _text(d, (x0 + v * s, y0 + 14), str(v), 13, GRID_TEXT)
             if v:
-                _text(d, (x0 - 14, y0 - v * s), str(v), 13, (90, 90, 90))
-    d.line([(x0 + lo * s, y0), (x0 + hi * s, y0)], fill=(110, 110, 110), width=2)
-    d.line([(x0, y0 - lo * s), (x0, y0 - hi * s)], fill=(110, 110, 110), width=2)
+                _text(d, (x0 - 14, y0 - v * s), str(v), 13, GRID_TEXT)
+    d.line([(x0 + lo * s, y0), (x0 + hi * s, y0)], fill=AXIS, width=2)
+    d.line([(x0, y0 - lo * s), (x0, y0 - hi * s)], fill=AXIS, width=2)
 
 
 def _unit(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
@@ -472,7 +519,8 @@ def _ticks(d: ImageDraw.ImageDraw, a: tuple[float, float], b: tuple[float, float
 
 def _arrow(d: ImageDraw.ImageDraw, a: tuple[float, float], b: tuple[float, float]) -> None:
     ux, uy = _unit(a, b)
-    mx, my = a[0] + (b[0] - a[0]) * 0.8, a[1] + (b[1] - a[1]) * 0.8
+    # Near the right end: at 0.8 a steep transversal put the arrow on the angle mark at Q.
+    mx, my = a[0] + (b[0] - a[0]) * 0.9, a[1] + (b[1] - a[1]) * 0.9
     tip = (mx + ux * 8, my + uy * 8)
     d.polygon([tip, (mx - ux * 6 - uy * 7, my - uy * 6 + ux * 7),
                (mx - ux * 6 + uy * 7, my - uy * 6 - ux * 7)], fill=MARK)
@@ -709,5 +757,159 @@ def pose(scene: Scene, k: int, only: Collection[str] | None = None) -> list[Task
     return poser.tasks
 
 
+# ---------------------------------------------------------------------------------------------
+# Grounding (``check.grounding``): what a figure prints, what only the renderer knows, and the
+# counterfactual twins of its questions.
+
+# Question types whose answer needs the number of sides, which no figure prints.
+COUNTED = frozenset({"interior_angle", "exterior_angle_polygon", "interior_sum",
+                     "polygon_perimeter"})
+# Question types whose answer needs the relation of the "?" angle to the given one.
+RELATED = frozenset({"alternate_angle", "corresponding_angle", "co_interior_angle",
+                     "parallel_choice"})
+# Ways to name the relation (normalized text is matched, so "co-interior" is "co_interior").
+RELATION_NAMES = ("alternate", "corresponding", "co_interior", "co interior",
+                  "same side interior", "consecutive interior", "allied")
+# Numbers code about figures and images types whatever the figure (right, straight and full
+# angles; grey levels and thresholds): a pixel coordinate that happens to equal one is not
+# worth the false alarm.
+_CODE_CONSTANTS = frozenset({90.0, 180.0, 270.0, 360.0, 100.0, 127.0, 128.0, 150.0, 200.0,
+                             250.0, 255.0, 256.0})
+_PALETTE = (INK, MARK, SHADE, GRID, AXIS, GRID_TEXT)
+_TWIN_TRIES = 60
+
+
+def labels(spec: Spec) -> list[str]:
+    """Every text printed on the figure: side and angle labels ("7", "35°", "?"), vertex
+    letters or coordinate labels ("A(3, 4)"), grid numbers, and a polygon's letters read
+    around it ("ABCDE")."""
+    out = [t for *_, t in spec["side_labels"]] + [t for *_, t in spec["angle_labels"]]
+    for name in spec["labelled"]:
+        if spec.get("coord_labels"):
+            gx, gy = spec["given"][name]
+            out.append(f"{name}({gx}, {gy})")
+        else:
+            out.append(name)
+    if spec["grid"]:
+        lo, hi = spec["grid"]
+        out += [str(v) for v in range(lo, hi + 1) if v % 2 == 0]
+    if spec["construction"] == "polygon" and spec["labelled"]:
+        out.append("".join(spec["labelled"]))
+    return out
+
+
+def printed(scene: Scene) -> frozenset[str]:
+    """The text printed on ``scene``'s figure (``labels``)."""
+    return frozenset(labels(scene.spec))
+
+
+def secrets(task: Task) -> Secrets:
+    """What only the renderer knows about ``task``'s figure.
+
+    Numbers: every point's pixel position (to 2 decimals, rounded and truncated to whole
+    pixels; all at least ``MARGIN`` - 1), the scale (pixels per unit, to 2 decimals, unless it
+    is a whole number) and a polygon's number of sides unless the question names the polygon
+    (hexagon_area). Colours: the drawing palette. Strings: the number of
+    sides, and the names of the parallel-line relation when the question does not use them.
+    """
+    spec = task.scene.spec
+    numbers: set[float] = set()
+    for xy in spec["pixels"].values():
+        for v in xy:
+            numbers |= {round(float(v), 2), float(round(v)), float(math.floor(v))}
+    scale = round(spec["scale"], 2)
+    if not scale.is_integer():  # a whole-number scale is any code's constant (a radius of 60 px)
+        numbers.add(scale)
+    strings: set[str] = set()
+    if spec["construction"] == "polygon" and task.facts["op"] != "hexagon_area":
+        numbers.add(float(spec["given"]["n"]))
+        strings.add(str(spec["given"]["n"]))
+    if spec["construction"] == "parallel":
+        question = task.question.lower().replace("-", " ").replace("_", " ")
+        strings |= {r for r in RELATION_NAMES if r.replace("_", " ") not in question}
+    return Secrets(numbers=frozenset(numbers - _CODE_CONSTANTS), colours=_PALETTE,
+                   strings=frozenset(strings))
+
+
+def _twin_spec(spec: Spec, op: str, rng: Rng) -> Spec | None:
+    """A changed copy of ``spec`` for a twin of question ``op`` (None: try again).
+
+    Counted polygons get another number of sides with the same marked side and turn; the
+    parallel figure moves "?" to a relation with the other answer; every other figure is
+    built again with the same construction and mode (other marked numbers).
+    """
+    g = spec["given"]
+    if op in COUNTED:
+        return _polygon_spec(int(rng.choice([m for m in POLYGON_SIDES if m != g["n"]])),
+                             g["s"], spec["turn"])
+    if op == "hexagon_area":
+        return _polygon_spec(g["n"], int(rng.choice([m for m in range(2, 11) if m != g["s"]])),
+                             spec["turn"])
+    if op in RELATED:
+        others = [r for r in RELATIONS
+                  if _parallel_answer(g, r) != _parallel_answer(g, spec["mode"])]
+        return _parallel_spec(g["x"], str(rng.choice(others)))
+    new = CONSTRUCTIONS[spec["construction"]].build(rng)
+    return new if new.get("mode") == spec.get("mode") else None
+
+
+def _twin_answer(task: Task, spec: Spec) -> str | None:
+    """The gold answer of ``task``'s question about ``spec`` (for a choice, the letter of the
+    original options that holds it; None when no option does)."""
+    op = task.facts["op"]
+    if op in RELATED:
+        value = int(_parallel_answer(spec["given"], spec["mode"]))
+        if op != "parallel_choice":
+            return str(value)
+        options = task.facts["options"]
+        return next((k for k, v in options.items() if v == f"{value}°"), None)
+    draft = QUESTIONS[op].draft(spec)
+    return None if draft is None else draft.answer
+
+
+def _changed_text(old: Spec, new: Spec) -> frozenset[str]:
+    """The labels of ``old`` that ``new`` does not print, and the numbers inside them.
+
+    A lone vertex letter is left out: code names points ("A") whatever their number, so a
+    letter the twin drops says nothing about whether the code read a count (the letters read
+    around a polygon, "ABCDE", do).
+    """
+    after = set(labels(new))
+    gone = {t for t in labels(old) if t not in after and not re.fullmatch(r"[A-Z]", t)}
+    return frozenset(gone | {m for t in gone for m in re.findall(r"\d+(?:\.\d+)?", t)})
+
+
+def twin(task: Task) -> Twin | None:
+    """The same question about a changed figure whose answer differs (None if none was found).
+
+    Where the answer needs something the code must measure or count (the number of sides,
+    the relation of the "?" angle), only that changes, so a trace that looked finds the
+    twin's answer. Where it comes from marked numbers only, the twin prints other numbers and
+    ``changed_text`` names the old ones: code that typed them read them, which is allowed.
+    """
+    spec, op = task.scene.spec, task.facts["op"]
+    rng = np.random.default_rng(int(stable_id(task.id, "twin"), 16))
+    for _attempt in range(_TWIN_TRIES):
+        new = _twin_spec(spec, op, rng)
+        if new is None:
+            continue
+        changed = _changed_text(spec, new)
+        if not (op in COUNTED or op in RELATED or changed):
+            continue  # (a twin that only swaps marked numbers would fail code that read them)
+        answer = _twin_answer(task, new)
+        if answer is None or answer == task.answer:
+            continue
+        new["size"] = list(spec["size"])
+        png, px, boxes = render_figure(new, compress_level=1)
+        if _overlaps(boxes, new["size"]):
+            continue
+        new["pixels"], new["label_boxes"] = px, boxes
+        scene = Scene(id=f"{task.scene.id}-twin", family="geometry", kind=task.scene.kind,
+                      seed=task.scene.seed, image=png, spec=new,
+                      difficulty=task.scene.difficulty)
+        return Twin(scene=scene, answer=answer, changed_text=changed)
+    return None
+
+
 FAMILY = Family(name="geometry", kinds=_KIND_QUESTIONS, questions=QUESTIONS,
-                make_scene=make_scene, pose=pose)
+                make_scene=make_scene, pose=pose, printed=printed, secrets=secrets, twin=twin)

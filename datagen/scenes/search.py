@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import io
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TypedDict
 
 import numpy as np
@@ -24,11 +24,20 @@ from matplotlib import font_manager
 from PIL import Image, ImageDraw, ImageFont
 
 from datagen.records import Scene, Task, stable_id
-from datagen.scenes.base import Draft, Family, Poser, QuestionType, letter_options, pose_rng
+from datagen.scenes.base import (
+    Draft,
+    Family,
+    Poser,
+    QuestionType,
+    Secrets,
+    Twin,
+    letter_options,
+    pose_rng,
+)
 from datagen.templates import load_yaml
 
 __all__ = ["BACKGROUNDS", "FAMILY", "QUESTIONS", "SearchObject", "SearchSpec", "make_scene",
-           "make_spec", "pose", "render_scene"]
+           "make_spec", "pose", "printed", "render_scene", "secrets", "twin"]
 
 Rng = np.random.Generator
 Box = list[int]
@@ -68,6 +77,7 @@ ASPECTS = (1.0, 4 / 3, 3 / 2, 16 / 9, 2.0, 3.0)
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
 BACKGROUNDS = ("gradient", "noise", "bands", "tiles")
 JPEG_QUALITY = 90
+TWIN_QUALITY = 95
 
 
 @functools.cache
@@ -296,10 +306,10 @@ def render_scene(spec: Spec) -> Image.Image:
     return img
 
 
-def encode(img: Image.Image) -> bytes:
-    """JPEG bytes, quality 90, no metadata that varies."""
+def encode(img: Image.Image, quality: int = JPEG_QUALITY, subsampling: int = 2) -> bytes:
+    """JPEG bytes (quality 90 and 4:2:0 chroma unless told), no metadata that varies."""
     buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=False)
+    img.save(buf, format="JPEG", quality=quality, subsampling=subsampling, optimize=False)
     return buf.getvalue()
 
 
@@ -458,5 +468,193 @@ def pose(scene: Scene, k: int, only: Collection[str] | None = None) -> list[Task
     return poser.tasks
 
 
+# ---------------------------------------------------------------------------------------------
+# What verification needs: the text printed in a scene, what only the renderer knows, and
+# counterfactual twins for the question types whose code prints the answer.
+
+
+def printed(scene: Scene) -> frozenset[str]:
+    """Text printed in the image: numbers on objects, glyph letters, snippets (legible once
+    zoomed; the provenance check treats printed text as known)."""
+    return frozenset(str(o["text"]) for o in scene.spec["objects"] if o.get("text"))
+
+
+def secrets(task: Task) -> Secrets:
+    """What a trace may not type: the targets' and the asked class's exact boxes, the scene's
+    seed and target area, the asked class's count when it is beyond a glance (more than four)
+    and the palette's exact colours.
+
+    Counts of four and fewer stay out: the perception contract lets a look count that many.
+    Only the boxes that matter for the question are listed (with every distractor's box, any
+    code constant would equal some coordinate by chance), and ``target_side`` is left out: it
+    is the targets' size before each is jittered, mostly its floor of 24, not a fact a trace
+    could use.
+    """
+    spec, facts = task.scene.spec, task.facts
+    objects = spec["objects"]
+    boxes = [o["box"] for o in objects if o["role"] == "target"] + list(facts.get("matches", []))
+    numbers = {float(v) for box in boxes for v in box}
+    numbers |= {float(spec["background"]["seed"]), float(spec["target_area"])}
+    if len(facts.get("matches", [])) > 4:
+        numbers.add(float(len(facts["matches"])))
+    # No names: a search scene's names are the shared vocabulary of colours, shapes and fills
+    # (every trace's shape templates and fill labels hold all of them); what identifies a
+    # target is its place, which the boxes cover.
+    return Secrets(numbers=frozenset(numbers), colours=tuple(COLORS.values()))
+
+
+# A colour far from each colour (in hue), for recolouring an object out of its class.
+_FAR = {"red": "cyan", "cyan": "red", "blue": "yellow", "yellow": "blue", "green": "pink",
+        "pink": "green", "orange": "purple", "purple": "orange", "brown": "cyan"}
+
+
+def twin(task: Task) -> Twin | None:
+    """The same question about a changed scene whose answer differs (None where the answer is
+    read off a view, or no change fits).
+
+    count: one more member pasted where there is room (or one recoloured out of the class);
+    exists: the target recoloured (yes → no) or the asked object pasted (no → yes);
+    position: the target stays where it is and the canvas is cropped or extended on the right
+    or bottom until its quadrant flips (a look at it stays true); relation: the two targets
+    swap places (both stay inside the region that showed them both). Edits are pasted on the
+    decoded image, so a twin costs one decode and one encode.
+    """
+    make = _TWINS.get(task.facts["op"])
+    if make is None:
+        return None
+    made = make(task, np.random.default_rng(int(stable_id(task.id, "twin"), 16)))
+    if made is None:
+        return None
+    image, spec, answer = made
+    scene = task.scene
+    # A twin is a second JPEG generation of the scene: at quality 95 with full chroma it loses
+    # little more, so it differs from the scene in the answer-relevant fact, not in blur.
+    return Twin(scene=Scene(id=f"{scene.id}-twin", family=scene.family, kind=scene.kind,
+                            seed=scene.seed, image=encode(image, TWIN_QUALITY, 0), spec=spec,
+                            difficulty=scene.difficulty, target_area=scene.target_area),
+                answer=answer)
+
+
+_Made = tuple[Image.Image, Spec, str] | None
+
+
+def _decoded(task: Task) -> Image.Image:
+    with Image.open(io.BytesIO(task.scene.image)) as im:
+        return im.convert("RGB")
+
+
+def _paste(img: Image.Image, obj: SearchObject) -> None:
+    tile, mask = _tile(obj)
+    img.paste(tile, tuple(obj["box"][:2]), mask)
+
+
+def _erase(img: Image.Image, background: Image.Image, box: Box) -> None:
+    """Cover ``box`` with the scene's own background there (it is rendered from the spec)."""
+    img.paste(background.crop(tuple(box)), tuple(box[:2]))
+
+
+def _recolour(spec: Spec, obj: SearchObject) -> tuple[Spec, SearchObject]:
+    new: SearchObject = {**obj, "color": _FAR[obj["color"]]}
+    objects = [new if o is obj else o for o in spec["objects"]]
+    return {**spec, "objects": objects}, new
+
+
+def _with_new(spec: Spec, rng: Rng, template: SearchObject,
+              side: int) -> tuple[Spec, SearchObject] | None:
+    box = _place(rng, tuple(spec["size"]), side, [o["box"] for o in spec["objects"]])
+    if box is None:
+        return None
+    new: SearchObject = {**template, "role": "distractor", "text": None, "box": box}
+    return {**spec, "objects": [*spec["objects"], new]}, new
+
+
+def _twin_count(task: Task, rng: Rng) -> _Made:
+    f, spec, img = task.facts, task.scene.spec, _decoded(task)
+    members = [o for o in spec["objects"] if o["box"] in f["matches"]]
+    n = len(f["matches"])
+    model = members[int(rng.integers(len(members)))]
+    added = _with_new(spec, rng, model, model["box"][2] - model["box"][0]) if n < 9 else None
+    if added is not None:
+        _paste(img, added[1])
+        return img, added[0], str(n + 1)
+    twin_spec, changed = _recolour(spec, model)
+    _paste(img, changed)
+    return img, twin_spec, str(n - 1)
+
+
+def _twin_exists(task: Task, rng: Rng) -> _Made:
+    f, spec, img = task.facts, task.scene.spec, _decoded(task)
+    if task.answer == "yes":
+        target = next(o for o in spec["objects"] if o["box"] == f["target"]["box"])
+        twin_spec, changed = _recolour(spec, target)
+        _paste(img, changed)
+        return img, twin_spec, "no"
+    model: SearchObject = {"shape": f["shape"], "color": f["color"], "pattern": f["pattern"]}
+    added = _with_new(spec, rng, model, max(int(spec["target_side"]), 28))
+    if added is None:
+        return None
+    _paste(img, added[1])
+    return img, added[0], "yes"
+
+
+def _twin_position(task: Task, rng: Rng) -> _Made:
+    f, spec = task.facts, task.scene.spec
+    x0, y0, x1, y1 = f["target"]["box"]
+    w, h = spec["size"]
+    # Per axis: crop the far side to just short of twice the centre (the centre then lies in
+    # the far half), or extend it to just past twice the centre; the smaller change wins.
+    sizes = []
+    for along, (lo, hi, full) in enumerate(((x0, x1, w), (y0, y1, h))):
+        centre2 = lo + hi
+        new = centre2 + 4 if centre2 >= full else centre2 - 4
+        if new > hi + 4 and new >= 64:
+            sizes.append((abs(new - full), along, new))
+    if not sizes:
+        return None
+    _, along, new = min(sizes)
+    size = [w, h]
+    size[along] = new
+    arr = np.asarray(_decoded(task))
+    if new < (w, h)[along]:
+        arr = arr[:, :new] if along == 0 else arr[:new]
+    else:
+        grow = new - (w, h)[along]
+        arr = np.pad(arr, ((0, grow * along), (0, grow * (1 - along)), (0, 0)), mode="edge")
+    inside = [o for o in spec["objects"] if o["box"][2] <= size[0] and o["box"][3] <= size[1]]
+    twin_spec: Spec = {**spec, "size": size, "objects": inside}
+    quadrant = _quadrant(twin_spec, f["target"]["box"])
+    letter = next(k for k, v in f["options"].items() if v == quadrant)
+    return Image.fromarray(np.ascontiguousarray(arr)), twin_spec, letter
+
+
+def _twin_relation(task: Task, rng: Rng) -> _Made:
+    f, spec, img = task.facts, task.scene.spec, _decoded(task)
+    a = next(o for o in spec["objects"] if o["box"] == f["target"]["box"])
+    b = next(o for o in spec["objects"] if o["box"] == f["other"]["box"])
+    # Each keeps its size and takes the other's centre, so their centres swap exactly.
+    a_moved: SearchObject = {**a, "box": _centred(a["box"], b["box"], spec["size"])}
+    b_moved: SearchObject = {**b, "box": _centred(b["box"], a["box"], spec["size"])}
+    background = _background(spec)
+    for obj in (a, b):
+        _erase(img, background, obj["box"])
+    for obj in (a_moved, b_moved):
+        _paste(img, obj)
+    objects = [a_moved if o is a else b_moved if o is b else o for o in spec["objects"]]
+    letter = next(k for k, v in f["options"].items() if k != task.answer)
+    return img, {**spec, "objects": objects}, letter
+
+
+def _centred(box: Box, on: Box, size: Sequence[int]) -> Box:
+    """``box`` moved so that its centre is ``on``'s (kept inside the canvas)."""
+    side = box[2] - box[0]
+    x = min(max(0, (on[0] + on[2] - side) // 2), size[0] - side)
+    y = min(max(0, (on[1] + on[3] - side) // 2), size[1] - side)
+    return [x, y, x + side, y + side]
+
+
+_TWINS = {"count": _twin_count, "exists": _twin_exists, "position": _twin_position,
+          "relation": _twin_relation}
+
 FAMILY = Family(name="search", kinds={b: tuple(QUESTIONS) for b in BACKGROUNDS},
-                questions=QUESTIONS, make_scene=make_scene, pose=pose)
+                questions=QUESTIONS, make_scene=make_scene, pose=pose, printed=printed,
+                secrets=secrets, twin=twin)

@@ -11,7 +11,16 @@ import pytest
 from PIL import Image
 
 from datagen.check.matcher import match, parse_expression
-from datagen.scenes.geometry import CONSTRUCTIONS, make_scene, pose
+from datagen.scenes.geometry import (
+    CONSTRUCTIONS,
+    COUNTED,
+    FAMILY,
+    QUESTIONS,
+    RELATED,
+    labels,
+    make_scene,
+    pose,
+)
 
 SCENES = [make_scene(i, 5) for i in range(150)]
 
@@ -150,3 +159,94 @@ def test_expression_matcher(pred: str, gold: str, ok: bool) -> None:
 def test_decimal_question_accepts_an_exact_form_within_tolerance() -> None:
     assert match("25*pi", "78.54", "number", 0.01)
     assert not match("25*pi/2", "78.54", "number", 0.01)
+
+
+# ---------------------------------------------------------------------------------------------
+# Grounding: printed text, secrets, twins
+
+TASKS = [t for s in SCENES for t in pose(s, 10)]
+
+
+def test_printed_text_is_what_the_figure_labels_and_never_the_number_of_sides() -> None:
+    for task in TASKS:
+        spec, shown = task.scene.spec, FAMILY.printed(task.scene)
+        assert {t for *_, t in spec["side_labels"]} <= shown
+        assert {t for *_, t in spec["angle_labels"]} <= shown
+        if spec["construction"] == "polygon":
+            n = spec["given"]["n"]
+            assert str(n) not in shown or str(n) == str(spec["given"]["s"])
+            assert ("".join(spec["labelled"]) in shown) == (n <= 8)
+
+
+def test_secrets_hold_pixels_unmarked_counts_and_unnamed_relations() -> None:
+    for task in TASKS:
+        spec, sec = task.scene.spec, FAMILY.secrets(task)
+        for x, y in spec["pixels"].values():
+            for v in (x, y):
+                if round(v) not in (90, 180, 270, 360, 100, 127, 128, 150, 200, 250, 255, 256):
+                    assert round(v, 2) in sec.numbers and float(round(v)) in sec.numbers
+        assert (20, 20, 20) in sec.colours and (40, 90, 200) in sec.colours
+        op = task.facts["op"]
+        if op in COUNTED:
+            assert float(spec["given"]["n"]) in sec.numbers
+            assert str(spec["given"]["n"]) in sec.strings
+        if op in RELATED:
+            assert {"alternate", "corresponding", "co_interior"} <= sec.strings
+
+
+def test_every_question_type_has_a_twin_with_another_answer() -> None:
+    seen: set[str] = set()
+    for task in TASKS:
+        op = task.facts["op"]
+        if op in seen:
+            continue
+        tw = FAMILY.twin(task)
+        assert tw is not None, op
+        assert tw.answer != task.answer, op
+        assert tw.scene.spec["size"] == task.scene.spec["size"]
+        with Image.open(io.BytesIO(tw.scene.image)) as im:
+            assert im.size == tuple(task.scene.spec["size"])
+        assert match(tw.answer, tw.answer, task.answer_type)  # a well-formed gold answer
+        seen.add(op)
+    assert seen == set(QUESTIONS)
+
+
+def test_measured_twins_change_only_what_the_code_must_measure() -> None:
+    for task in TASKS:
+        op, spec = task.facts["op"], task.scene.spec
+        if op not in COUNTED and op not in RELATED:
+            continue
+        tw = FAMILY.twin(task)
+        assert tw is not None
+        new = tw.scene.spec
+        if op in COUNTED:  # another number of sides, the same marked side
+            assert new["given"]["n"] != spec["given"]["n"]
+            assert new["side_labels"][0][2] == spec["side_labels"][0][2]
+            assert str(spec["given"]["s"]) not in tw.changed_text
+            # Only the letters read around the polygon count as changed text, never a lone
+            # vertex letter (code names points whatever their number).
+            letters = "".join(spec["labelled"])
+            assert tw.changed_text == ({letters} if letters else set()), tw.changed_text
+        else:  # the same figure and marks; "?" sits elsewhere
+            assert new["given"] == spec["given"] and tw.changed_text == frozenset()
+            assert new["pixels"]["P"] == spec["pixels"]["P"]
+            assert new["pixels"]["Q"] == spec["pixels"]["Q"]
+            assert new["mode"] != spec["mode"]
+
+
+def test_marked_twins_name_the_marked_numbers_they_change() -> None:
+    for task in TASKS[:120]:
+        op = task.facts["op"]
+        if op in COUNTED or op in RELATED:
+            continue
+        tw = FAMILY.twin(task)
+        assert tw is not None and tw.changed_text, op
+        old = set(labels(task.scene.spec))
+        assert tw.changed_text & old
+
+
+def test_twins_are_deterministic() -> None:
+    task = TASKS[7]
+    a, b = FAMILY.twin(task), FAMILY.twin(task)
+    assert a is not None and b is not None
+    assert a.scene.image == b.scene.image and a.answer == b.answer

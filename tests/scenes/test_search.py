@@ -8,7 +8,18 @@ from collections import Counter
 import numpy as np
 from PIL import Image
 
-from datagen.scenes.search import SHAPES, make_scene, make_spec, pose, render_scene
+from datagen.records import Task
+from datagen.scenes.search import (
+    COLORS,
+    SHAPES,
+    make_scene,
+    make_spec,
+    pose,
+    printed,
+    render_scene,
+    secrets,
+    twin,
+)
 
 SCENES = [make_scene(i, 4, {"max_side": 2048}) for i in range(24)]
 
@@ -78,8 +89,6 @@ def test_gold_answers_recomputed_from_the_spec() -> None:
 def test_target_pixels_are_where_the_spec_says() -> None:
     scene = SCENES[0]
     img = np.asarray(Image.open(io.BytesIO(scene.image)).convert("RGB")).astype(int)
-    from datagen.scenes.search import COLORS
-
     for t in [o for o in scene.spec["objects"] if o["role"] == "target"]:
         x0, y0, x1, y1 = t["box"]
         patch = img[y0:y1, x0:x1]
@@ -98,3 +107,81 @@ def test_canvas_sizes_and_a_4096_scene() -> None:
     img = render_scene(spec)
     assert max(img.size) == 4096 and len(spec["objects"]) >= 50
     assert all(o["shape"] in SHAPES for o in spec["objects"] if o["role"] == "target")
+
+
+# ---------------------------------------------------------------------------------------------
+# What verification needs: printed text, secrets, twins
+
+
+def _answer_from_spec(task: Task, spec: dict) -> str:
+    """A question's gold answer recomputed from a (twin's) spec alone."""
+    f, objs = task.facts, spec["objects"]
+    op = f["op"]
+    if op == "count":
+        return str(len(_matches(objs, color=f["color"], shape=f["shape"])))
+    if op == "exists":
+        found = _matches(objs, color=f["color"], shape=f["shape"], pattern=f["pattern"])
+        return "yes" if found else "no"
+    if op == "position":
+        w, h = spec["size"]
+        t = next(o for o in objs if o.get("text") == f["target"]["text"] and o["role"] == "target")
+        x0, y0, x1, y1 = t["box"]
+        quad = f"{'top' if (y0 + y1) / 2 < h / 2 else 'bottom'}-" \
+               f"{'left' if (x0 + x1) / 2 < w / 2 else 'right'}"
+        return next(k for k, v in f["options"].items() if v == quad)
+    a = next(o for o in objs if o.get("text") == f["target"]["text"] and o["role"] == "target")
+    b = next(o for o in objs if o.get("text") == f["other"]["text"] and o["role"] == "target")
+    ax, bx = (a["box"][0] + a["box"][2]) / 2, (b["box"][0] + b["box"][2]) / 2
+    ay, by = (a["box"][1] + a["box"][3]) / 2, (b["box"][1] + b["box"][3]) / 2
+    word = ("left" if ax < bx else "right") if set(f["options"].values()) == {"left", "right"} \
+        else ("above" if ay < by else "below")
+    return next(k for k, v in f["options"].items() if v == word)
+
+
+def test_printed_text_and_secrets() -> None:
+    scene = SCENES[0]
+    task = next(t for t in pose(scene, 10) if t.facts["op"] == "count")
+    targets = _matches(scene.spec["objects"], role="target")
+    assert {t["text"] for t in targets} <= printed(scene)
+    sec = secrets(task)
+    for box in [t["box"] for t in targets] + task.facts["matches"]:
+        assert {float(v) for v in box} <= sec.numbers  # exact boxes may not be typed
+    assert set(COLORS.values()) == set(sec.colours)
+    n = len(task.facts["matches"])
+    assert (float(n) in sec.numbers) == (n > 4)  # a glance may count up to four
+
+
+def test_twins_change_the_answer_of_every_code_answered_type() -> None:
+    seen: Counter[str] = Counter()
+    for scene in SCENES[:12]:
+        for task in pose(scene, 10):
+            tw = twin(task)
+            op = task.facts["op"]
+            if op in ("attribute", "read_text"):
+                assert tw is None  # read off a view: no code answer to test
+                continue
+            if tw is None:
+                continue
+            seen[op if op != "exists" else f"exists-{task.answer}"] += 1
+            assert tw.answer != task.answer
+            assert _answer_from_spec(task, tw.scene.spec) == tw.answer
+            with Image.open(io.BytesIO(tw.scene.image)) as im:
+                assert list(im.size) == tw.scene.spec["size"]
+            if op == "position":  # the target stays where the looks saw it
+                t = task.facts["target"]
+                assert any(o["box"] == t["box"] for o in tw.scene.spec["objects"])
+    assert set(seen) == {"count", "exists-yes", "exists-no", "position", "relation"}, seen
+
+
+def test_a_twin_pastes_the_changed_object_into_the_pixels() -> None:
+    scene = SCENES[1]
+    task = next(t for t in pose(scene, 10) if t.facts["op"] == "count")
+    tw = twin(task)
+    assert tw is not None
+    new = [o for o in tw.scene.spec["objects"] if o not in scene.spec["objects"]]
+    assert len(new) == 1
+    x0, y0, x1, y1 = new[0]["box"]
+    before = np.asarray(Image.open(io.BytesIO(scene.image)).convert("RGB"))[y0:y1, x0:x1]
+    after = np.asarray(Image.open(io.BytesIO(tw.scene.image)).convert("RGB"))[y0:y1, x0:x1]
+    near = np.abs(after.astype(int) - COLORS[new[0]["color"]]).sum(axis=2) < 90
+    assert near.mean() > 0.05 and np.abs(after.astype(int) - before).mean() > 10

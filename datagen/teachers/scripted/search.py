@@ -1,116 +1,488 @@
-"""Scripted traces for visual search.
+"""Scripted traces for visual search that look at the picture instead of reading the spec.
 
 Styles:
-  zoom         crop around the target with a margin, enlarge, read       (crop, zoom)
-  coarse_fine  look at the right quadrant first, then crop tightly       (crop, zoom)
-  count        box and number every match, count the boxes               (draw_box, count)
-  relation     crop both targets, box them, compare their centres        (crop, draw_box)
-  absent       box every object of the asked shape, find none that fits  (draw_box)
+  zoom       overview, a rough look, crop with a margin, find by colour/shape, zoom
+  grid_zoom  the same from an overview with a coordinate grid drawn on it
+  relation   one crop around where both were seen, find both, compare centres
+  count      segment the whole picture by colour, classify shapes, box and count
+  exists     the same, with each candidate's fill classified; yes or no
 
-Every crop that is meant to show a target prints ``region: (x0, y0, x1, y1)``; verification
-checks those regions against the targets' boxes, so a trace cannot be right by luck.
+A step sees only what the perception contract allows: the question, what earlier cells printed
+and showed, and the ``Looker``'s noisy looks (a region or colour of something in a view it was
+shown, recorded on the step). The scene's object list is used to *take* those looks (what is
+there to be seen) and to judge an enlarged view the code showed (legible, so the teacher may
+read it); never as a literal in the code. A look can miss: the crop then holds nothing of the
+colour, or something else, and the next step notices it in the output and recovers (look at
+the quarters more closely, or scan the whole picture by code).
+
+Every region a cell claims is printed as ``region: (x0, y0, x1, y1)`` around what the code
+found, so the grounding check can compare it with the targets.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
-from datagen.records import Step, Task, Turn
-from datagen.teachers.scripted.base import PlannedScript, Say, answer_from_output, task_rng
-from datagen.templates import render
+from datagen.records import Box, Step, Task, Turn
+from datagen.scenes.search import COLORS
+from datagen.teachers.scripted.base import Say, task_rng
+from datagen.teachers.scripted.perception import Looker
+from datagen.templates import load_yaml, render, render_string
 
 __all__ = ["SearchScript"]
 
+VIEW = 1024  # the longest side of an overview or a quarter as shown
+_REGION = re.compile(r"region: \((\d+), (\d+), (\d+), (\d+)\)")
+_FOUND = re.compile(r"found at \((\d+), (\d+), (\d+), (\d+)\)")
+_LISTED = re.compile(r"^\s+(\w+) at \((\d+), (\d+), (\d+), (\d+)\)", re.MULTILINE)
 
-def _desc(obj: dict[str, Any]) -> str:
-    return f"{obj['pattern']} {obj['color']} {obj['shape']}"
+# Each trace spells its helpers its own way (one of these per name, seeded by the task).
+_NAMES = {
+    "outlines": ("outlines", "shape_outlines", "reference_outlines", "unit_outlines"),
+    "outline_table": ("OUTLINES", "SHAPES", "REFERENCE", "KNOWN"),
+    "fit": ("FIT", "MIN_FIT", "GOOD_FIT", "NEEDED_FIT"),
+    "ycc": ("ycc", "to_ycc", "luma_chroma", "planes"),
+    "ycc_of": ("ycc_of", "colour_ycc", "as_ycc", "ycc_colour"),
+    "share": ("share", "colour_share", "how_much", "tint"),
+    "edges": ("edges", "edge_map", "sharp", "contrast"),
+    "candidates": ("candidates", "spots", "maybe_there", "where_edges"),
+    "closer": ("look_closer", "inspect", "examine", "at_full_size"),
+    "shape": ("shape_name", "classify", "which_shape", "best_outline"),
+    "colour": ("main_colour", "colour_of", "dominant", "own_colour"),
+    "find": ("find_things", "detect", "find_objects", "segment"),
+    "is_colour": ("is_colour", "same_colour", "matches", "has_colour"),
+    "scene_colour": ("scene_colour", "true_colour", "sample_colour", "picture_colour"),
+    "pattern": ("pattern_of", "fill_of", "which_fill", "fill_kind"),
+    "lab": ("lab", "labels", "parts", "blobs"),
+    "mask": ("mask", "hits_mask", "sel", "on"),
+    "pick": ("chosen", "pick", "the_one", "match"),
+}
+# Local names of the toolkit (l) and of the cells (g), one spelling per trace.
+_LOCALS = {
+    "sil": ("sil", "silhouette", "filled", "blob"), "box": ("box", "bbox", "rect", "bounds"),
+    "ref": ("ref", "target", "want", "wanted"), "img": ("img", "image", "pic", "picture"),
+    "step": ("step", "factor", "every", "stride"),
+    "found": ("found", "things", "result", "collected"),
+    "fits": ("fits", "scores", "overlaps", "ious"), "b": ("b", "bx", "got", "cand"),
+    "sl": ("sl", "span", "part", "piece"), "out": ("out", "res", "acc", "gathered"),
+    "rim": ("rim", "ring", "border", "frame"), "thing": ("thing", "obj", "item", "it"),
+}
+_YCC = (("y", "cb", "cr"), ("luma", "blue", "red"), ("lum", "u", "v"), ("Y", "Cb", "Cr"))
+_CELL = {
+    "ref": ("ref", "colour", "tone", "hue_ref"), "box": ("box", "window", "search_box", "zone"),
+    "spot": ("spot", "where", "at", "location"), "pad": ("pad", "margin", "extra", "room"),
+    "side": ("side", "size", "extent", "span_px"), "best": ("best", "nearest", "closest", "top"),
+    "marked": ("marked", "annotated", "shown", "boxed"), "pen": ("pen", "draw", "painter", "d"),
+    "centres": ("centres", "centers", "mids", "positions"),
+    "seen_at": ("seen_at", "my_looks", "spots_seen", "glimpses"),
+    "region": ("region", "claim", "roi", "crop_box"), "around": ("around", "context", "vicinity",
+                                                                  "surround"),
+    "scale": ("scale", "zoom_by", "enlarge", "mag"), "rgb": ("rgb", "col", "paint", "tint_rgb"),
+    "shape": ("shape", "kind", "form", "outline"), "mx": ("mx", "ex", "gx", "lx"),
+    "my": ("my", "ey", "gy", "ly"), "cx": ("cx", "xc", "mid_x", "ux"),
+    "cy": ("cy", "yc", "mid_y", "uy"),
+}
+_VARS = {"v": ("view", "overview", "small", "preview"), "c": ("crop", "area", "patch", "part"),
+         "z": ("zoom", "close", "enlarged", "detail"),
+         "f": ("found", "things", "objects", "seen"),
+         "hits": ("hits", "kept", "keep", "candidates_here"), "i": ("i", "j", "idx", "num")}
 
 
-def _quadrant(task: Task, box: list[int]) -> str:
-    w, h = task.scene.spec["size"]
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    return f"{'top' if cy < h / 2 else 'bottom'}-{'left' if cx < w / 2 else 'right'}"
+def _inside(box: Sequence[int], region: Sequence[int]) -> bool:
+    return region[0] <= box[0] and region[1] <= box[1] and box[2] <= region[2] \
+        and box[3] <= region[3]
 
 
-class SearchScript(PlannedScript):
-    """Plans visual-search traces from the scene's object list."""
+def _desc(obj: dict[str, Any], number: bool = True) -> str:
+    text = f"{obj['pattern']} {obj['color']} {obj['shape']}"
+    return text + (f" marked {obj['text']}" if number and obj.get("text") else "")
+
+
+def _centre(box: Sequence[float]) -> tuple[int, int]:
+    return round((box[0] + box[2]) / 2), round((box[1] + box[3]) / 2)
+
+
+class SearchScript:
+    """Plans a visual-search trace one step at a time, from what the earlier steps showed."""
 
     ops = {
         "zoom": ("crop", "zoom"),
-        "coarse_fine": ("crop", "zoom"),
-        "count": ("draw_box", "count"),
+        "grid_zoom": ("crop", "zoom"),
         "relation": ("crop", "draw_box"),
-        "absent": ("draw_box",),
+        "count": ("draw_box", "count"),
+        "exists": ("draw_box",),
     }
 
     def style(self, task: Task) -> str:
-        """count / relation / absent by question; zoom or a two-step search otherwise."""
+        """count / exists / relation by question; a plain or gridded overview otherwise."""
         op = task.facts["op"]
-        if op == "count":
-            return "count"
-        if op == "relation":
-            return "relation"
-        if op == "exists" and task.answer == "no":
-            return "absent"
-        return "coarse_fine" if task_rng(task, "style").random() < 0.4 else "zoom"
+        if op in ("count", "exists", "relation"):
+            return op
+        return "grid_zoom" if task_rng(task, "style").random() < 0.4 else "zoom"
 
-    def cells(self, task: Task, style: str, say: Say) -> list[Step]:
-        """The code steps of the trace."""
-        f, spec = task.facts, task.scene.spec
-        if style == "count":
-            what = f"{f['color']} {f['shape']}"
-            return [Step(think=say("count", what=what),
-                         code=render("code/search_boxes.py.j2", boxes=f["matches"], what=what,
-                                     claim=True))]
-        if style == "absent":
-            desc = f"{f['pattern']} {f['color']} {f['shape']}"
-            return [Step(think=say("absent", shape=f["shape"], description=desc),
-                         code=render("code/search_boxes.py.j2", boxes=f["candidates"],
-                                     what=f["shape"], claim=False))]
+    # -----------------------------------------------------------------------------------------
+    # The plan
+
+    def step(self, task: Task, style: str, history: Sequence[Turn], say: Say,
+             look: Looker) -> Step:
+        """The next step: the overview first, then per style (see the module docstring)."""
+        t = _Talk(task, len(history))
+        if history:
+            res = history[-1].result
+            if res is not None and res.status != "ok":
+                return Step(think=t("give_up", error=res.error_type or res.status))
+        if not history:
+            return self._overview(task, style, t)
+        if style == "count" or style == "exists":
+            return self._census(task, style, history, t, look)
         if style == "relation":
-            a, b = f["target"], f["other"]
-            return [Step(think=say("relation", a_text=_desc(a), b_text=_desc(b)),
-                         code=render("code/search_relation.py.j2", a=a["box"], b=b["box"],
-                                     a_text=_desc(a), b_text=_desc(b)))]
-        t = f["target"]
-        box = t["box"]
-        zoom = render("code/search_zoom.py.j2", box=box, description=_desc(t),
-                      quadrant=_quadrant(task, box) if style == "coarse_fine" else None,
-                      report_quadrant=f["op"] == "position")
-        cx, cy = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
-        if style == "zoom":
-            return [Step(think=say("zoom", description=_desc(t), cx=cx, cy=cy), code=zoom)]
-        w, h = spec["size"]
-        quad = _quadrant(task, box)
-        return [Step(think=say("coarse", w=w, h=h, quadrant=quad),
-                     code=render("code/search_coarse.py.j2", quadrant=quad)),
-                Step(think=say("fine", description=_desc(t)), code=zoom)]
+            return self._relation(task, history, t, look)
+        return self._search(task, style, history, t, look)
 
-    def final(self, task: Task, style: str, history: Sequence[Turn], say: Say) -> Step:
-        """Read the answer from the last output or from the zoomed view."""
-        f, op = task.facts, task.facts["op"]
-        if style == "count":
-            return answer_from_output(history, say)
-        if style == "absent":
-            desc = f"{f['pattern']} {f['color']} {f['shape']}"
-            return Step(think=say("none_found", shape=f["shape"], description=desc), answer="no")
-        if style == "relation" or op == "position":
-            result = history[-1].result
-            said = result.stdout.strip().splitlines()[-1] if result and result.stdout else ""
+    def _overview(self, task: Task, style: str, t: _Talk) -> Step:
+        w, h = task.scene.spec["size"]
+        code = render("code/search_overview.py.j2", grid=_gridded(task, style),
+                      v=_pick(task, _VARS, "v"))
+        plan = {"count": "plan_count", "exists": "plan_exists",
+                "relation": "plan_relation"}.get(style, "plan_search")
+        return Step(think=t.join(("open", {"w": w, "h": h}), (plan, self._question(task))),
+                    code=code)
+
+    def _question(self, task: Task) -> dict[str, Any]:
+        f = task.facts
+        ctx: dict[str, Any] = {"colour": f.get("color", ""), "shape": f.get("shape", ""),
+                               "pattern": f.get("pattern", "")}
+        if "target" in f:
+            ctx["what"] = _desc(f["target"], number=f["op"] == "attribute")
+        if "other" in f:
+            ctx["other"] = _desc(f["other"], number=False)
+        return ctx
+
+    # -----------------------------------------------------------------------------------------
+    # Count and exists: segment the whole picture
+
+    def _census(self, task: Task, style: str, history: Sequence[Turn], t: _Talk,
+                look: Looker) -> Step:
+        f = task.facts
+        if len(history) == 1:
+            name, rough = look.colour(COLORS[f["color"]])
+            tools = _tools(task, with_pattern=style == "exists")
+            code = render("code/search_count.py.j2", tools=tools, n=_names(task), rgb=rough,
+                          colour=f["color"], shape=f["shape"],
+                          pattern=f["pattern"] if style == "exists" else None,
+                          **_vars(task))
+            key = "do_exists" if style == "exists" else "do_count"
+            return Step(think=t.join(("see_colour", {"name": name, "rgb": rough}),
+                                     (key, self._question(task))), code=code)
+        said = _last_line(history)
+        if style == "exists":
+            found = said == "yes"
+            return Step(think=t("exists_answer" if found else "absent_answer",
+                                **self._question(task)), answer=said)
+        return Step(think=t("count_answer", n=said, **self._question(task)), answer=said)
+
+    # -----------------------------------------------------------------------------------------
+    # Attribute, read_text, position: look, crop, find, zoom; recover from a miss
+
+    def _search(self, task: Task, style: str, history: Sequence[Turn], t: _Talk,
+                look: Looker) -> Step:
+        target = task.facts["target"]
+        kinds = [_kind(turn) for turn in history]
+        last = history[-1]
+        budget = 5 - len(history)  # code cells that may still run before the answer
+        if kinds[-1] == "overview":
+            return self._find(task, history, t, look, "overview", _overview_scale(task, style))
+        if kinds[-1] == "quarters":
+            w, h = task.scene.spec["size"]
+            q = _quarter_of(target["box"], w, h)
+            scale = min(1.0, VIEW / max((w + 1) // 2, (h + 1) // 2))
+            return self._find(task, history, t, look, f"quarter {q}", scale)
+        if kinds[-1] == "zoom":
+            if _shown(last, target["box"]) is None:
+                return Step(think=t("give_up", error="the zoom does not show it"))
+            return self._answer(task, history, t)
+        if kinds[-1] == "find" and budget >= 1:
+            found = _found_at(last)
+            if found is not None and _inside(target["box"], _grow(found)):
+                return self._zoom(task, t, "look")
+        if kinds[-1] == "scan":
+            listed = [tuple(int(v) for v in m.groups()[1:]) for m in _LISTED.finditer(
+                last.result.stdout if last.result else "")]
+            mine = [b for b in listed if _inside(target["box"], _grow(b))]
+            if not mine or budget < 1:
+                return Step(think=t("give_up", error="the scan did not show it"))
+            if len(listed) == 1:
+                return self._zoom(task, t, "spot")
+            return self._zoom(task, t, "point", _centre(mine[0]), listed=len(listed))
+        # The crop missed (nothing of the colour) or what it found is something else.
+        found = _found_at(last) if kinds[-1] == "find" else None
+        seen = _seen_instead(task, found) if found is not None else None
+        miss = t("miss_other", other=seen) if seen else t("miss_empty")
+        closer = task_rng(task, "recover").random() < 0.6
+        if kinds.count("quarters") == 0 and budget >= 3 and closer:
+            code = render("code/search_quarters.py.j2", i=_pick(task, _VARS, "i"))
+            return Step(think=t.join(miss, ("go_quarters", {})), code=code)
+        if budget >= 2:
+            name, rough = self._colour(task, history, look)
+            code = render("code/search_scan.py.j2", tools=_tools(task, have=history),
+                          n=_names(task), rgb=rough, what=_desc(target),
+                          shape=self._known_shape(task), **_vars(task))
+            return Step(think=t.join(miss, ("go_scan", {"name": name})), code=code)
+        return Step(think=t.join(miss, ("give_up", {"error": "no turns left to look again"})))
+
+    def _zoom(self, task: Task, t: _Talk, mode: str, point: tuple[int, int] | None = None,
+              listed: int = 0) -> Step:
+        target = task.facts["target"]
+        code = render("code/search_zoom.py.j2", what=_desc(target, number=False), mode=mode,
+                      point=point, shape=self._known_shape(task), n=_names(task),
+                      position=task.facts["op"] == "position", **_vars(task))
+        if mode == "point":
+            return Step(think=t("scan_pick", n=listed, what=_desc(target, number=False)),
+                        code=code)
+        return Step(think=t.join(("looks_right", {"what": _desc(target, number=False)}),
+                                 ("zoom_plan", {})), code=code)
+
+    def _known_shape(self, task: Task) -> str | None:
+        f = task.facts
+        return None if f["op"] == "attribute" and f["attr"] == "shape" else f["target"]["shape"]
+
+    def _colour(self, task: Task, history: Sequence[Turn],
+                look: Looker) -> tuple[str, tuple[int, int, int]]:
+        """The target's colour as first seen (looked at once; reused)."""
+        for turn in history:
+            for p in turn.step.percepts:
+                if p.kind == "colour" and tuple(p.truth) == COLORS[task.facts["target"]["color"]]:
+                    return p.estimate[0], tuple(p.estimate[1])  # type: ignore[return-value]
+        return look.colour(COLORS[task.facts["target"]["color"]])
+
+    def _find(self, task: Task, history: Sequence[Turn], t: _Talk, look: Looker, source: str,
+              scale: float) -> Step:
+        target = task.facts["target"]
+        est, _ = look.region(target["box"], task.scene.spec["size"], scale)
+        name, rough = self._colour(task, history, look)
+        code = render("code/search_find.py.j2", tools=_tools(task, have=history), n=_names(task),
+                      what=_desc(target, number=False), est=est, where=source, rgb=rough,
+                      shape=self._known_shape(task), position=task.facts["op"] == "position",
+                      **_vars(task))
+        key = "look_quarter" if source.startswith("quarter") else "look_overview"
+        return Step(think=t.join((key, {"where": source, "est": est, "name": name,
+                                        "centre": _centre(est)}),
+                                 ("crop_plan", {})), code=code)
+
+    def _answer(self, task: Task, history: Sequence[Turn], t: _Talk) -> Step:
+        f = task.facts
+        target = f["target"]
+        if f["op"] == "position":
+            said = _last_line(history)
             letter = next((k for k, v in f["options"].items() if v == said), None)
             if letter is None:
-                return Step(think=say("give_up", error=f"unexpected output {said!r}"))
-            return Step(think=say("answer_from_output", result=said, letter=letter),
+                return Step(think=t("give_up", error=f"unexpected output {said!r}"))
+            return Step(think=t.join(("found_it", {"what": _desc(target)}),
+                                     ("from_output", {"result": said, "letter": letter})),
                         answer=letter)
-        t = f["target"]
-        if op == "attribute":
-            value = t[f["attr"]]
+        if f["op"] == "attribute":
+            value = target[f["attr"]]
             letter = next(k for k, v in f["options"].items() if v == value)
-            return Step(think=say("read", description=_desc(t),
-                                  reading=f"its {f['attr']} is {value}, option {letter}"),
-                        answer=letter)
-        if op == "read_text":
-            return Step(think=say("read", description=_desc(t),
-                                  reading=f"the number on it is {t['text']}"), answer=t["text"])
-        return Step(think=say("read", description=_desc(t), reading="it is there"), answer="yes")
+            reading = f"its {f['attr']} is {value}, option {letter}"
+            return Step(think=t.join(("found_it", {"what": _desc(target)}),
+                                     ("read", {"reading": reading})), answer=letter)
+        reading = f"the number on it is {target['text']}"
+        return Step(think=t.join(("found_it", {"what": _desc(target, number=False)}),
+                                 ("read", {"reading": reading})), answer=str(target["text"]))
+
+    # -----------------------------------------------------------------------------------------
+    # Relation: both targets found in one crop around every place either was seen
+
+    def _relation(self, task: Task, history: Sequence[Turn], t: _Talk, look: Looker) -> Step:
+        f = task.facts
+        a, b = f["target"], f["other"]
+        last = history[-1]
+        if _kind(last) == "relation":
+            regions = _regions(last)
+            have = [any(_inside(o["box"], r) for r in regions) for o in (a, b)]
+            if all(have) and len(regions) == 2:
+                said = _last_line(history)
+                letter = next((k for k, v in f["options"].items() if v == said), None)
+                if letter is None:
+                    return Step(think=t("give_up", error=f"unexpected output {said!r}"))
+                return Step(think=t("from_output", result=said, letter=letter), answer=letter)
+            tries = sum(_kind(turn) == "relation" for turn in history)
+            if len(history) > 4 or tries >= 2 and not self._looked_elsewhere(task, history):
+                return Step(think=t("give_up", error="one of them is still missing"))
+            missing = [o for o, ok in zip((a, b), have, strict=True) if not ok]
+        else:
+            missing = [a, b]
+        looks = self._relation_looks(history)
+        scale = _overview_scale(task, "relation")
+        for o in missing:
+            est, _ = look.region(o["box"], task.scene.spec["size"], scale)
+            looks.append((list(est), o["box"]))
+        rough = {}
+        for o in (a, b):
+            rough[id(o)] = self._relation_colour(o, history, look)
+        axis = "x" if set(f["options"].values()) == {"left", "right"} else "y"
+        code = render("code/search_relation.py.j2", tools=_tools(task, have=history),
+                      n=_names(task), a_what=_desc(a), b_what=_desc(b, False),
+                      a_looks=[e for e, box in looks if box == a["box"]],
+                      b_looks=[e for e, box in looks if box == b["box"]],
+                      a_rgb=rough[id(a)][1], b_rgb=rough[id(b)][1], a_shape=a["shape"],
+                      b_shape=b["shape"], axis=axis, **_vars(task))
+        key = "relation_look" if len(missing) == 2 else "relation_again"
+        return Step(think=t.join((key, {"a": _desc(a, False), "b": _desc(b, False),
+                                        "missing": " and the ".join(_desc(o, False)
+                                                                    for o in missing)}),
+                                 ("relation_plan", {})), code=code)
+
+    def _looked_elsewhere(self, task: Task, history: Sequence[Turn]) -> bool:
+        """Whether a look has missed the area searched so far (looking again may then help;
+        when every look was inside it, the code failed to recognise the thing there)."""
+        box = _union([p.estimate for turn in history for p in turn.step.percepts
+                      if p.kind == "region"])
+        missing = [o for o in (task.facts["target"], task.facts["other"])
+                   if not any(_inside(o["box"], r) for r in _regions(history[-1]))]
+        return any(not _inside(o["box"], box) for o in missing)
+
+    def _relation_looks(self, history: Sequence[Turn]) -> list[tuple[list[int], list[int]]]:
+        """Every look so far: (estimate, the box of the thing it was a look at)."""
+        return [(list(p.estimate), list(p.truth)) for turn in history
+                for p in turn.step.percepts if p.kind == "region"]
+
+    def _relation_colour(self, obj: dict[str, Any], history: Sequence[Turn],
+                         look: Looker) -> tuple[str, tuple[int, int, int]]:
+        for turn in history:
+            for p in turn.step.percepts:
+                if p.kind == "colour" and tuple(p.truth) == COLORS[obj["color"]]:
+                    return p.estimate[0], tuple(p.estimate[1])  # type: ignore[return-value]
+        return look.colour(COLORS[obj["color"]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+class _Talk:
+    """Think text composed from parts of ``templates/teacher/search.yaml``; each part's variant
+    is seeded by the task, the step and the part, so one trace's steps read differently."""
+
+    def __init__(self, task: Task, step: int) -> None:
+        self.task, self.step = task, step
+        self.texts = load_yaml("teacher/search.yaml")
+
+    def __call__(self, key: str, **ctx: Any) -> str:
+        variants = self.texts[key]
+        rng = task_rng(self.task, f"{key}-{self.step}")
+        return render_string(variants[int(rng.integers(len(variants)))], **ctx).strip()
+
+    def join(self, *parts: str | tuple[str, dict[str, Any]]) -> str:
+        """Parts in order: text as it is, or (key, context) rendered."""
+        return " ".join(p if isinstance(p, str) else self(p[0], **p[1]) for p in parts)
+
+
+def _pick(task: Task, table: dict[str, tuple[str, ...]], key: str) -> str:
+    options = table[key]
+    return options[int(task_rng(task, f"name-{key}").integers(len(options)))]
+
+
+def _names(task: Task) -> dict[str, str]:
+    return {k: _pick(task, _NAMES, k) for k in _NAMES}
+
+
+def _vars(task: Task) -> dict[str, Any]:
+    """Variable spellings for a trace's cells (the same across its cells: state persists)."""
+    return {**{k: _pick(task, _VARS, k) for k in ("c", "f", "hits", "i", "z")},
+            "g": {k: _spell(task, _CELL, k, "cell") for k in _CELL}}
+
+
+def _spell(task: Task, table: dict[str, tuple[str, ...]], key: str, salt: str) -> str:
+    options = table[key]
+    return options[int(task_rng(task, f"{salt}-{key}").integers(len(options)))]
+
+
+def _locals(task: Task) -> dict[str, str]:
+    """Local names inside the toolkit's functions."""
+    spelt = {k: _spell(task, _LOCALS, k, "local") for k in _LOCALS}
+    y, cb, cr = _YCC[int(task_rng(task, "local-ycc").integers(len(_YCC)))]
+    return {**spelt, "y": y, "cb": cb, "cr": cr}
+
+
+def _tools(task: Task, with_pattern: bool = False, have: Sequence[Turn] = ()) -> str:
+    """The toolkit's code, or nothing when an earlier cell already defined it."""
+    name = _names(task)["find"]
+    if any(t.step.code and f"def {name}(" in t.step.code for t in have):
+        return ""
+    return render("code/search_tools.py.j2", n=_names(task), l=_locals(task), cands="edges",
+                  with_pattern=with_pattern) + "\n\n"
+
+
+def _kind(turn: Turn) -> str:
+    code = turn.step.code or ""
+    for marker, kind in (("I see it at about", "find"), ("quarter.thumbnail", "quarters"),
+                         ("candidate(s) in the whole image", "scan"),
+                         ("its print at a readable size", "zoom"), ("looks_a = [", "relation"),
+                         ("overview", "overview")):
+        if marker in code:
+            return kind
+    return "other"
+
+
+def _regions(turn: Turn) -> list[tuple[int, int, int, int]]:
+    text = turn.result.stdout if turn.result else ""
+    return [tuple(int(v) for v in m.groups()) for m in _REGION.finditer(text)]  # type: ignore
+
+
+def _shown(turn: Turn, box: Sequence[int]) -> Box | None:
+    """The region the cell printed and showed enlarged that holds ``box`` (the zoom shows it
+    legibly, so the teacher may read it there), if any."""
+    return next((r for r in _regions(turn) if _inside(box, r)), None)
+
+
+def _found_at(turn: Turn) -> tuple[int, int, int, int] | None:
+    """The box a find cell printed as ``found at (x0, y0, x1, y1)``, if any."""
+    m = _FOUND.search(turn.result.stdout if turn.result else "")
+    return None if m is None else tuple(int(v) for v in m.groups())  # type: ignore[return-value]
+
+
+def _seen_instead(task: Task, found: Sequence[int]) -> str | None:
+    """What the view of a found thing shows when it is not the target (read off the view)."""
+    for o in task.scene.spec["objects"]:
+        if _inside(o["box"], _grow(found)):
+            return _desc(o) if o["shape"] not in ("glyph", "snippet") else "some lettering"
+    return None
+
+
+def _last_line(history: Sequence[Turn]) -> str:
+    res = history[-1].result
+    lines = [ln.strip() for ln in (res.stdout if res else "").splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def _union(boxes: Sequence[Sequence[int]]) -> tuple[int, int, int, int]:
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+            max(b[3] for b in boxes))
+
+
+def _grow(box: Sequence[int]) -> tuple[int, int, int, int]:
+    pad = max(3, round(0.25 * max(box[2] - box[0], box[3] - box[1])))
+    return box[0] - pad, box[1] - pad, box[2] + pad, box[3] + pad
+
+
+def _gridded(task: Task, style: str) -> bool:
+    """Whether the overview has a coordinate grid (always for grid_zoom, sometimes for the
+    styles that do not name it)."""
+    return style == "grid_zoom" or (style != "zoom" and task_rng(task, "grid").random() < 0.3)
+
+
+def _overview_scale(task: Task, style: str) -> float:
+    """Overview pixels per image pixel (a thumbnail, or a reduction by a whole factor)."""
+    side = max(task.scene.spec["size"])
+    if _gridded(task, style):
+        return min(1.0, VIEW / side)
+    return 1 / max(1, math.ceil(side / VIEW))
+
+
+def _quarter_of(box: Sequence[int], w: int, h: int) -> int:
+    cx, cy = _centre(box)
+    return 1 + (cx >= (w + 1) // 2) + 2 * (cy >= (h + 1) // 2)
