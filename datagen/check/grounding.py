@@ -244,10 +244,15 @@ def _computes_answer(traj: Trajectory) -> bool:
     return _prints(code_answer(results), traj.task.answer, traj.task)
 
 
-def twin_outcome(traj: Trajectory, twin: Twin | None, sandbox: Sandbox) -> Outcome:
-    """Run the trace's cells on ``twin``: they must print the twin's answer."""
+def twin_outcome(traj: Trajectory, make_twin: Callable[[], Twin | None] | Twin | None,
+                 sandbox: Sandbox) -> Outcome:
+    """Run the trace's cells on the twin: they must print the twin's answer.
+
+    ``make_twin`` may be a callable, called only when the check applies (a twin costs a render).
+    """
     if not _computes_answer(traj):
         return Outcome("na", "the answer is not printed by the code")
+    twin = make_twin() if callable(make_twin) else make_twin
     if twin is None:
         return Outcome("na", "no twin for this question type")
     cells = executed_cells(traj)
@@ -255,7 +260,8 @@ def twin_outcome(traj: Trajectory, twin: Twin | None, sandbox: Sandbox) -> Outco
              if not isinstance(lit.value, tuple)}
     typed |= {f"{float(lit.value):g}" for code in cells for lit in code_literals(code)
               if isinstance(lit.value, float)}
-    if any(normalize_text(t) in typed for t in twin.changed_text):
+    typed.discard("")  # "A" and "." both normalise to nothing: that is no evidence
+    if any(n and n in typed for n in map(normalize_text, twin.changed_text)):
         return Outcome("na", "the code types printed values it read")
     said = code_answer(rerun(cells, twin.scene.image, sandbox))
     if _prints(said, twin.answer, traj.task):
@@ -303,7 +309,7 @@ def check_grounding(traj: Trajectory, printed: Callable[[], frozenset[str]],
         skipped = Outcome("na", "provenance failed")
         return Grounding(Outcome("fail", problem), skipped, skipped,
                          time.perf_counter() - started)
-    twin_result = twin_outcome(traj, twin(), sandbox)
+    twin_result = twin_outcome(traj, twin, sandbox)
     jitter_result = jitter_outcome(traj, sandbox)
     return Grounding(Outcome("pass"), twin_result, jitter_result, time.perf_counter() - started)
 

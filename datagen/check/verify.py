@@ -9,7 +9,8 @@ needs shown (``grounding_problem``) and its final answer matches the gold one (`
 For each row the code cells of the assistant turns run again, in order, in one sandbox session
 that holds the row's first image (the input image), exactly as during the build. Then:
 
-* each cell must run cleanly, and the ``<tool_response>`` text it makes now
+* each cell must run as recorded (one that raised is fine when a later one ran cleanly, as
+  while building), and the ``<tool_response>`` text it makes now
   (``messages.observation_text``, the formatter the build used) must equal the recorded user
   turn character for character: stdout, errors and the number of ``<image>`` tokens;
 * each output image must match the recorded one: the same width and height, and perceptual
@@ -250,6 +251,7 @@ def reverify_row(index: int, row: dict[str, Any], sandbox: Sandbox) -> RowCheck:
     if tokens != len(images):
         fail("format", f"{tokens} <image> tokens but {len(images)} images")
     next_image = 1
+    statuses: list[str] = []
     with sandbox.session(images[0]) as session:
         k = 2
         while k < len(messages):
@@ -266,7 +268,10 @@ def reverify_row(index: int, row: dict[str, Any], sandbox: Sandbox) -> RowCheck:
             result = session.run(step.code)
             check.cells += 1
             cell = check.cells
-            if result.status != "ok":
+            statuses.append(result.status)
+            # A cell that raised is fine when the trace recovered (as while building); its
+            # observation must still be the recorded one, error text and all.
+            if result.status not in ("ok", "error"):
                 fail("exec", f"cell {cell}: {result.status}: {result.error_type}: "
                      f"{result.error_message}")
             text = observation_text(result)
@@ -280,6 +285,9 @@ def reverify_row(index: int, row: dict[str, Any], sandbox: Sandbox) -> RowCheck:
             next_image += recorded["content"].count("<image>")
             check.images += len(result.images)
             k += 2
+    last_error = max((i for i, s in enumerate(statuses) if s == "error"), default=None)
+    if last_error is not None and "ok" not in statuses[last_error + 1:]:
+        fail("exec", f"cell {last_error + 1} raised and no later cell ran cleanly")
     predicted = extract_answer(messages[-1]["content"])
     gold, atype = str(row.get("answer")), row.get("answer_type") or "text"
     if predicted is None:

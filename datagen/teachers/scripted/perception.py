@@ -96,12 +96,16 @@ class Looker:
         self.percepts.append(Percept("region", est, tuple(int(v) for v in box)))
         return est, missed
 
-    def point(self, xy: Sequence[float], size: float, view_scale: float = 1.0
-              ) -> tuple[tuple[int, int], bool]:
-        """A rough position of the thing of ``size`` px at ``xy``; and whether it missed."""
+    def point(self, xy: Sequence[float], size: float, view_scale: float = 1.0,
+              image_size: Sequence[int] | None = None) -> tuple[tuple[int, int], bool]:
+        """A rough position of the thing of ``size`` px at ``xy`` (inside ``image_size`` when
+        given: nobody points outside the picture); and whether the look missed."""
         sigma, missed = self._error(size, view_scale)
         est = (int(round(xy[0] + self.rng.normal(0, sigma))),
                int(round(xy[1] + self.rng.normal(0, sigma))))
+        if image_size is not None:
+            est = (int(np.clip(est[0], 0, image_size[0] - 1)),
+                   int(np.clip(est[1], 0, image_size[1] - 1)))
         truth = (round(float(xy[0]), 2), round(float(xy[1]), 2))
         if est == truth:
             est = (est[0] + 1, est[1])
