@@ -121,6 +121,17 @@ def _desc(obj: dict[str, Any], number: bool = True) -> str:
     return text + (f" marked {obj['text']}" if number and obj.get("text") else "")
 
 
+def _asked(task: Task) -> str:
+    """The target as the question names it (an attribute question leaves out what it asks)."""
+    f = task.facts
+    if f["op"] != "attribute":
+        return _desc(f["target"], number=False)
+    t = f["target"]
+    parts = [t[k] if k != f["attr"] else ("shape" if k == "shape" else "")
+             for k in ("pattern", "color", "shape")]
+    return " ".join(p for p in parts if p) + f" marked {t['text']}"
+
+
 def _centre(box: Sequence[float]) -> tuple[int, int]:
     return round((box[0] + box[2]) / 2), round((box[1] + box[3]) / 2)
 
@@ -176,7 +187,7 @@ class SearchScript:
         ctx: dict[str, Any] = {"colour": f.get("color", ""), "shape": f.get("shape", ""),
                                "pattern": f.get("pattern", "")}
         if "target" in f:
-            ctx["what"] = _desc(f["target"], number=f["op"] == "attribute")
+            ctx["what"] = _asked(task)
         if "other" in f:
             ctx["other"] = _desc(f["other"], number=False)
         return ctx
@@ -284,7 +295,7 @@ class SearchScript:
         est, _ = look.region(target["box"], task.scene.spec["size"], scale)
         name, rough = self._colour(task, history, look)
         code = render("code/search_find.py.j2", tools=_tools(task, have=history), n=_names(task),
-                      what=_desc(target, number=False), est=est, where=source, rgb=rough,
+                      what=_asked(task), est=est, where=source, rgb=rough,
                       shape=self._known_shape(task), position=task.facts["op"] == "position",
                       **_vars(task))
         key = "look_quarter" if source.startswith("quarter") else "look_overview"
