@@ -69,6 +69,26 @@ _LOCALS = {
     "fits": ("fits", "scores", "overlaps", "ious"), "b": ("b", "bx", "got", "cand"),
     "sl": ("sl", "span", "part", "piece"), "out": ("out", "res", "acc", "gathered"),
     "rim": ("rim", "ring", "border", "frame"), "thing": ("thing", "obj", "item", "it"),
+    "stands_out": ('stands_out', 'differs', 'salient', 'odd'),
+    "solid": ('solid', 'closed', 'joined', 'merged_px'),
+    "rest": ('rest', 'outside', 'others', 'remainder'),
+    "hole_ids": ('hole_ids', 'is_hole', 'enclosed', 'inner_ids'),
+    "light": ('light', 'whitish', 'pale', 'bright'),
+    "planes": ('planes', 'channels', 'bands', 'layers'),
+    "basis": ('basis', 'design', 'A', 'cols'),
+    "tips": ('tips', 'points', 'corners', 'vertices'),
+    "votes": ('votes', 'tally', 'hits_per', 'support'),
+    "merged": ('merged', 'groups', 'unions', 'joined_boxes'),
+    "keep": ('keep', 'use', 'inner', 'chosen_px'),
+    "top": ('top', 'vivid', 'strongest', 'peak'),
+    "strong": ('strong', 'clear', 'sure', 'solid_cols'),
+    "white": ('white', 'paper', 'blank_px', 'whites'),
+    "body": ('body', 'middle', 'core', 'interior'),
+    "turn": ('turn', 'angle', 'dhue', 'rot'),
+    "ratio": ('ratio', 'strength', 'rel', 'fraction'),
+    "pts": ('pts', 'poly', 'outline_pts', 'verts'),
+    "name": ('name', 'label', 'nm', 'key'),
+    "count": ('count', 'n_lab', 'total', 'num_parts'),
 }
 _YCC = (("y", "cb", "cr"), ("luma", "blue", "red"), ("lum", "u", "v"), ("Y", "Cb", "Cr"))
 _CELL = {
@@ -99,6 +119,17 @@ def _inside(box: Sequence[int], region: Sequence[int]) -> bool:
 def _desc(obj: dict[str, Any], number: bool = True) -> str:
     text = f"{obj['pattern']} {obj['color']} {obj['shape']}"
     return text + (f" marked {obj['text']}" if number and obj.get("text") else "")
+
+
+def _asked(task: Task) -> str:
+    """The target as the question names it (an attribute question leaves out what it asks)."""
+    f = task.facts
+    if f["op"] != "attribute":
+        return _desc(f["target"], number=False)
+    t = f["target"]
+    parts = [t[k] if k != f["attr"] else ("shape" if k == "shape" else "")
+             for k in ("pattern", "color", "shape")]
+    return " ".join(p for p in parts if p) + f" marked {t['text']}"
 
 
 def _centre(box: Sequence[float]) -> tuple[int, int]:
@@ -156,7 +187,7 @@ class SearchScript:
         ctx: dict[str, Any] = {"colour": f.get("color", ""), "shape": f.get("shape", ""),
                                "pattern": f.get("pattern", "")}
         if "target" in f:
-            ctx["what"] = _desc(f["target"], number=f["op"] == "attribute")
+            ctx["what"] = _asked(task)
         if "other" in f:
             ctx["other"] = _desc(f["other"], number=False)
         return ctx
@@ -264,7 +295,7 @@ class SearchScript:
         est, _ = look.region(target["box"], task.scene.spec["size"], scale)
         name, rough = self._colour(task, history, look)
         code = render("code/search_find.py.j2", tools=_tools(task, have=history), n=_names(task),
-                      what=_desc(target, number=False), est=est, where=source, rgb=rough,
+                      what=_asked(task), est=est, where=source, rgb=rough,
                       shape=self._known_shape(task), position=task.facts["op"] == "position",
                       **_vars(task))
         key = "look_quarter" if source.startswith("quarter") else "look_overview"
