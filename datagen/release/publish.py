@@ -100,36 +100,3 @@ def _stage(cfg: BuildConfig, shards: list[ShardSummary], chosen: dict[str, Selec
     write_text(stage / "README.md", render("card.md.j2", folder="data_cards", s=stats,
                                            dataset_info=info_yaml) + "\n")
     return files, stats
-
-
-def _stage(cfg: BuildConfig, shards: list[ShardSummary], chosen: dict[str, Selection],
-           stage: Path, budget_spent: bool) -> tuple[dict[str, list[str]], dict[str, Any]]:
-    """Write the whole release into ``stage``, laid out as ``OUT``; its files and stats.
-
-    Stats, plots and the card are made from the staged files, so they describe exactly the
-    rows that will be published.
-    """
-    (stage / "data").mkdir()
-    files = {split: write_split(cfg, split, sel.picked, stage / "data")
-             for split, sel in chosen.items()}
-    by_index = {s.index: s for s in shards}
-    rejects = merge_rejects(cfg, shards, chosen, stage / "rejects.jsonl")
-    stats = card.common_stats(cfg, shards, chosen)
-    for split, sel in chosen.items():
-        mine = [s for s in shards if s.split == split]
-        paths = [stage / f for f in files[split]]
-        stats["splits"][split] = {
-            **(card.sft_stats(cfg, mine, paths, rejects) if split == "sft"
-               else card.rl_stats(cfg, mine, paths, sel)),
-            **card.histograms(by_index, sel.picked),
-        }
-    stats.update(card.teacher_stats(cfg, shards, budget_spent))
-    stats.update(card.weak_stats(cfg, shards, budget_spent))
-    write_text(stage / "stats.json", json.dumps(stats, indent=2, sort_keys=True))
-    stats["plots"] = card.plots(stage, chosen)  # drawn from the stage, this stats.json included
-    write_text(stage / "stats.json", json.dumps(stats, indent=2, sort_keys=True))
-    info_yaml = dataset_info_yaml({split: [stage / f for f in files[split]]
-                                    for split in chosen})
-    write_text(stage / "README.md", render("card.md.j2", folder="data_cards", s=stats,
-                                           dataset_info=info_yaml) + "\n")
-    return files, stats
