@@ -30,10 +30,12 @@ from datagen.teachers import chat_api
 from tests.support.openai_server import FakeOpenAI, Reply, last_user_text
 
 KEY = "sk-test-123"
+# Shows a crop; the model then answers from what it saw (the code does not print the answer).
 GOOD_CODE = ("w, h = input_image.size\n"
              "input_image.crop((0, 0, w // 2, h // 2)).show()\n"
-             "print(f'size {w}x{h}')\n"
-             "print(ANSWER)")
+             "print(f'size {w}x{h}')")
+# Prints the gold answer typed into the code: told, not looked (the grounding checks reject it).
+TOLD_CODE = GOOD_CODE + "\nprint(ANSWER)"
 
 
 @pytest.fixture(autouse=True)
@@ -78,15 +80,21 @@ def answer(text: str) -> str:
     return f"<think>I know it.</think>\n<answer>{text}</answer>"
 
 
-def good_trace(task: Task) -> Callable[[dict[str, Any]], str]:
-    """Turn 1 runs code that shows a crop and prints the value; turn 2 answers what it printed."""
+def good_trace(task: Task, code: str = GOOD_CODE) -> Callable[[dict[str, Any]], str]:
+    """Turn 1 runs ``code`` (it shows a crop); turn 2 answers the gold answer."""
     def handler(body: dict[str, Any]) -> str:
         if len(body["messages"]) == 2:
-            code = GOOD_CODE.replace("ANSWER", repr(task.answer))
-            return f"<think>Let me look.</think>\n<code>\n```python\n{code}\n```\n</code>"
-        printed = last_user_text(body).split("</tool_response>")[0].strip().splitlines()[-1]
-        return answer(printed)
+            cell = code.replace("ANSWER", repr(task.answer))
+            return f"<think>Let me look.</think>\n<code>\n```python\n{cell}\n```\n</code>"
+        return answer(task.answer)
     return handler
+
+
+def test_code_that_prints_a_typed_answer_is_rejected_as_not_looking(tmp_path: Path,
+                                                                     serve) -> None:
+    task = gold(BuildConfig(out=tmp_path / "x", shard_size=1, questions_per_scene=1))
+    rows, rejects = shard(config(tmp_path, serve(good_trace(task, TOLD_CODE))))
+    assert rows == [] and rejects[0]["reason"] in ("provenance", "not_grounded"), rejects
 
 
 def test_good_multi_turn_trace_is_verified_with_the_raw_replies(tmp_path: Path, serve) -> None:
@@ -272,9 +280,12 @@ def test_max_cost_stops_planning_and_publishes_what_verified(tmp_path: Path, ser
     # ~20k prompt tokens a call at 10 USD per 1M: the first call spends the 0.01 USD.
     cfg = config(tmp_path, server, n=3, max_cost=0.01, price_in=10.0, price_out=10.0)
     report = build(cfg)
-    assert report.rows == 1 and server.count == 1
+    # The pool runs up to two shards per worker at once, so a second call may already be in
+    # flight when the first spends the budget (in-flight calls finish, as documented); no
+    # call starts after that, so the build stops short of its 3 rows.
+    assert 1 <= report.rows == server.count <= 2
     llm = report.stats["llm"]
-    assert llm["budget_spent"] and llm["api_calls"] == 1 and llm["cost_usd"] > 0.01
+    assert llm["budget_spent"] and llm["api_calls"] == server.count and llm["cost_usd"] > 0.01
     card = (cfg.out / "README.md").read_text()
     assert "stopped early" in card and "test-model" in card
     assert_no_key(cfg.out)
