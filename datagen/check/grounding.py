@@ -256,10 +256,10 @@ def twin_outcome(traj: Trajectory, make_twin: Callable[[], Twin | None] | Twin |
     if twin is None:
         return Outcome("na", "no twin for this question type")
     cells = executed_cells(traj)
-    typed = {normalize_text(str(lit.value)) for code in cells for lit in code_literals(code)
-             if not isinstance(lit.value, tuple)}
-    typed |= {f"{float(lit.value):g}" for code in cells for lit in code_literals(code)
-              if isinstance(lit.value, float)}
+    lits = [lit.value for code in cells for lit in code_literals(code)
+            if not isinstance(lit.value, tuple)]  # parsed once: this runs for every kept try
+    typed = {normalize_text(str(v)) for v in lits} | {f"{v:g}" for v in lits
+                                                       if isinstance(v, float)}
     typed.discard("")  # "A" and "." both normalise to nothing: that is no evidence
     if any(n and n in typed for n in map(normalize_text, twin.changed_text)):
         return Outcome("na", "the code types printed values it read")
