@@ -32,7 +32,9 @@ from PIL import Image
 _MISS = re.compile(r"\b(not found|found nothing|no match|nothing found|missed|no pixels|empty|"
                    r"no \w+ (?:within|near|in|found|there))\b", re.IGNORECASE)
 _RETRY = re.compile(r"\b(again|missed|not found|wider|widen|retry|look(?:ed)? elsewhere|"
-                    r"off target|did not|didn't|no \w+ (?:within|near|in))\b", re.IGNORECASE)
+                    r"off target|did not|didn't|no \w+ (?:within|near|in)|does not show|"
+                    r"misjudged|wrong spot|cut off|cuts off|clips|too tight|nothing like|"
+                    r"not in (?:this|that|the) crop|other things)\b", re.IGNORECASE)
 _NAME = re.compile(r"\b[A-Za-z_][A-Za-z_0-9]*\b")
 _NUM = re.compile(r"-?\d+(?:\.\d+)?")
 _STRING = re.compile(r"(['\"]).*?\1")

@@ -61,10 +61,13 @@ _REGION = re.compile(r"^region: \((\d+), (\d+), (\d+), (\d+)\)\s*$", re.MULTILIN
 
 
 def claimed_regions(traj: Trajectory) -> list[Box]:
-    """Every ``region: (x0, y0, x1, y1)`` a cell printed: crops the trace says show a target."""
-    return [tuple(int(v) for v in m.groups())  # type: ignore[misc]
-            for t in traj.turns if t.result is not None
-            for m in _REGION.finditer(t.result.stdout)]
+    """The regions the trace's last claim printed: every ``region: (x0, y0, x1, y1)`` of the
+    last cell that printed any. An earlier claim that a later cell took back (a zoom that cut
+    the thing off, then a wider one) is part of looking, not what the answer rests on."""
+    claims = [[tuple(int(v) for v in m.groups()) for m in _REGION.finditer(t.result.stdout)]
+              for t in traj.turns if t.result is not None]
+    last = [c for c in claims if c]
+    return last[-1] if last else []  # type: ignore[return-value]
 
 
 def _inside(box: list[int] | Box, region: Box) -> bool:
@@ -75,8 +78,9 @@ def _inside(box: list[int] | Box, region: Box) -> bool:
 def grounding_problem(traj: Trajectory) -> str | None:
     """Why the trace's crops do not show what the task needs shown (None when they do).
 
-    Every box in ``task.grounding`` must lie inside a claimed region, and every claimed region
-    must contain one of those boxes: a right answer read off the wrong crop is luck.
+    Every box in ``task.grounding`` must lie inside a region of the last claim, and every
+    region of it must contain one of those boxes: a right answer read off the wrong crop is
+    luck.
     """
     needed = traj.task.grounding
     if not needed:

@@ -136,7 +136,10 @@ def test_a_typed_palette_colour_is_rejected_for_provenance(sandbox: Sandbox) -> 
 def test_an_exact_renderer_coordinate_is_rejected_for_provenance(sandbox: Sandbox) -> None:
     def exact(task: Task, code: str) -> str:
         box = tuple(task.facts["target"]["box"])
-        return re.sub(r"x0, y0, x1, y1 = \(\d+, \d+, \d+, \d+\)", f"x0, y0, x1, y1 = {box}", code)
+        # A look's estimate (``x0, y0, x1, y1 = (...)``, however the trace spells the names)
+        # replaced by the renderer's box.
+        return re.sub(r"(\w+0, \w+0, \w+1, \w+1) = \(\d+, \d+, \d+, \d+\)",
+                      lambda m: f"{m.group(1)} = {box}", code)
 
     task = _first("read_text")
     verdict = verify_trajectory(rollout(task, EditingTeacher(exact), sandbox), 6, sandbox)
@@ -145,8 +148,9 @@ def test_an_exact_renderer_coordinate_is_rejected_for_provenance(sandbox: Sandbo
 
 def test_a_region_claimed_off_the_target_is_ungrounded(sandbox: Sandbox) -> None:
     def shifted(task: Task, code: str) -> str:
-        return code.replace('print("region:", region)',
-                            'region = tuple(v + 300 for v in region)\nprint("region:", region)')
+        return re.sub(r'print\("region:", (\w+)\)',
+                      lambda m: f"{m.group(1)} = tuple(v + 300 for v in {m.group(1)})\n"
+                                f'print("region:", {m.group(1)})', code)
 
     class Stubborn(EditingTeacher):
         """Answers from memory even when its zoom shows something else."""

@@ -36,6 +36,9 @@ __all__ = ["SearchScript"]
 
 VIEW = 1024  # the longest side of an overview or a quarter as shown
 _REGION = re.compile(r"region: \((\d+), (\d+), (\d+), (\d+)\)")
+_LOOKING = re.compile(r"looking at \((\d+), (\d+), (\d+), (\d+)\) enlarged ([\d.]+) times")
+# Questions answered by reading the thing once it is in view: no code needs to find it.
+_READ = ("read_text", "attribute")
 _FOUND = re.compile(r"found at \((\d+), (\d+), (\d+), (\d+)\)")
 _LISTED = re.compile(r"^\s+(\w+) at \((\d+), (\d+), (\d+), (\d+)\)", re.MULTILINE)
 
@@ -171,6 +174,8 @@ class SearchScript:
             return self._census(task, style, history, t, look)
         if style == "relation":
             return self._relation(task, history, t, look)
+        if task.facts["op"] in _READ:
+            return self._read(task, style, history, t, look)
         return self._search(task, style, history, t, look)
 
     def _overview(self, task: Task, style: str, t: _Talk) -> Step:
@@ -263,6 +268,75 @@ class SearchScript:
                           shape=self._known_shape(task), **_vars(task))
             return Step(think=t.join(miss, ("go_scan", {"name": name})), code=code)
         return Step(think=t.join(miss, ("give_up", {"error": "no turns left to look again"})))
+
+    def _read(self, task: Task, style: str, history: Sequence[Turn], t: _Talk,
+              look: Looker) -> Step:
+        """Read a number or an attribute: look, crop with a margin and view it enlarged, look
+        again closer there and claim a region to read. The crops come from looks, and what a
+        view shows is judged from the view; a crop that missed or cut the thing off is noticed
+        there and followed by a wider crop or a closer look at the quarters."""
+        target = task.facts["target"]
+        box, size = target["box"], task.scene.spec["size"]
+        kinds = [_kind(turn) for turn in history]
+        last = history[-1]
+        budget = 5 - len(history)  # code cells that may still run before the answer
+        what = _asked(task)
+        if kinds[-1] in ("overview", "quarters"):
+            if kinds[-1] == "overview":
+                source, scale = "overview", _overview_scale(task, style)
+            else:
+                w, h = size
+                source = f"quarter {_quarter_of(box, w, h)}"
+                scale = min(1.0, VIEW / max((w + 1) // 2, (h + 1) // 2))
+            est, _ = look.region(box, size, scale)
+            key = "look_quarter" if kinds[-1] == "quarters" else "look_overview"
+            name, _ = self._colour(task, history, look)
+            return Step(think=t.join((key, {"where": source, "est": est, "name": name,
+                                            "centre": _centre(est)}), ("peek_plan", {})),
+                        code=self._peek(task, est, source, wide=False))
+        if kinds[-1] == "peek":
+            seen = _looking(last)
+            if seen is None:
+                return Step(think=t("give_up", error="the crop was not shown"))
+            crop, scale = seen
+            if _inside(box, crop) and budget >= 1:
+                est, _ = look.region(box, size, scale)
+                return Step(think=t.join(("in_view", {"what": what, "centre": _centre(est)}),
+                                         ("close_plan", {})),
+                            code=self._close(task, est, wider=False))
+            if _overlaps(box, crop) and budget >= 2 and "wide" not in _peek_modes(history):
+                est = _last_estimate(history)
+                return Step(think=t("cut_off", what=what),
+                            code=self._peek(task, est, "", wide=True))
+            if kinds.count("quarters") == 0 and budget >= 3:
+                code = render("code/search_quarters.py.j2", i=_pick(task, _VARS, "i"))
+                return Step(think=t.join(("miss_view", {"what": what}), ("go_quarters", {})),
+                            code=code)
+            if budget >= 2:  # one more look at the overview, now that one spot is ruled out
+                est, _ = look.region(box, size, _overview_scale(task, style))
+                return Step(think=t.join(("miss_view", {"what": what}),
+                                         ("look_again", {"est": est, "centre": _centre(est)})),
+                            code=self._peek(task, est, "overview", wide=False))
+            return Step(think=t.join(("miss_view", {"what": what}),
+                                     ("give_up", {"error": "no turns left to look again"})))
+        if kinds[-1] == "close":
+            if _shown(last, box) is not None:
+                return self._answer(task, history, t)
+            if budget >= 1 and kinds.count("close") == 1:
+                est = _last_estimate(history)
+                return Step(think=t("zoom_cut", what=what), code=self._close(task, est, True))
+            return Step(think=t("give_up", error="the zoom does not show all of it"))
+        return Step(think=t("give_up", error="lost track of the crops"))
+
+    def _peek(self, task: Task, est: Sequence[int], where: str, wide: bool) -> str:
+        peek = (512, 640, 768)[int(task_rng(task, "peek").integers(3))]
+        return render("code/search_peek.py.j2", what=_asked(task), est=tuple(est), where=where,
+                      wide=wide, peek=peek, **_vars(task))
+
+    def _close(self, task: Task, est: Sequence[int], wider: bool) -> str:
+        zoom = (384, 448, 512)[int(task_rng(task, "zoom").integers(3))]
+        return render("code/search_close.py.j2", what=_asked(task), est=tuple(est),
+                      wider=wider, zoom=zoom, **_vars(task))
 
     def _zoom(self, task: Task, t: _Talk, mode: str, point: tuple[int, int] | None = None,
               listed: int = 0) -> Step:
@@ -450,7 +524,8 @@ def _tools(task: Task, with_pattern: bool = False, have: Sequence[Turn] = ()) ->
 
 def _kind(turn: Turn) -> str:
     code = turn.step.code or ""
-    for marker, kind in (("I see it at about", "find"), ("quarter.thumbnail", "quarters"),
+    for marker, kind in (("Read it up close", "close"), ("enlarged\", round(", "peek"),
+                         ("I see it at about", "find"), ("quarter.thumbnail", "quarters"),
                          ("candidate(s) in the whole image", "scan"),
                          ("its print at a readable size", "zoom"), ("looks_a = [", "relation"),
                          ("overview", "overview")):
@@ -474,6 +549,33 @@ def _found_at(turn: Turn) -> tuple[int, int, int, int] | None:
     """The box a find cell printed as ``found at (x0, y0, x1, y1)``, if any."""
     m = _FOUND.search(turn.result.stdout if turn.result else "")
     return None if m is None else tuple(int(v) for v in m.groups())  # type: ignore[return-value]
+
+
+def _looking(turn: Turn) -> tuple[tuple[int, int, int, int], float] | None:
+    """The crop a peek cell printed as ``looking at (x0, y0, x1, y1) enlarged s times``."""
+    m = _LOOKING.search(turn.result.stdout if turn.result else "")
+    if m is None:
+        return None
+    return tuple(int(v) for v in m.groups()[:4]), float(m.group(5))  # type: ignore[return-value]
+
+
+def _overlaps(box: Sequence[int], region: Sequence[int]) -> bool:
+    return box[0] < region[2] and region[0] < box[2] and box[1] < region[3] \
+        and region[1] < box[3]
+
+
+def _peek_modes(history: Sequence[Turn]) -> list[str]:
+    return ["wide" if "with more room" in (turn.step.code or "") else "look"
+            for turn in history if _kind(turn) == "peek"]
+
+
+def _last_estimate(history: Sequence[Turn]) -> tuple[int, int, int, int]:
+    """The last look's estimate (a region), reused when a crop is widened around it."""
+    for turn in reversed(history):
+        for p in reversed(turn.step.percepts):
+            if p.kind == "region":
+                return tuple(int(v) for v in p.estimate)  # type: ignore[return-value]
+    raise ValueError("no look taken yet")
 
 
 def _seen_instead(task: Task, found: Sequence[int]) -> str | None:
