@@ -8,7 +8,9 @@ Reads the published SFT rows of OUT (a folder `datagen build` wrote) and prints,
   jitter pass rates before rejection from stats.json;
 * blank image: for code-answered search rows (the last line the last cell printed is the gold
   answer or its option text), the share whose cells, run on a uniform image of the same size,
-  still print the gold answer;
+  still print the gold answer. Rows whose gold is also the blank image's own answer (an absent
+  thing: "no", a count of 0) are counted apart: printing it there is right, so for them the
+  counterfactual is the twin with the thing pasted in (its pass rate is under grounding);
 * recovery: the share of traces with a failed cell or a reported miss followed by more code;
 * diversity: distinct think texts per (question type, assistant step) among pairs seen at least
   20 times (the smallest such count), code shapes per question type (names and numbers
@@ -48,6 +50,11 @@ def _shape(code: str) -> str:
                      and not ln.strip().startswith("#"))
 
 
+def _blank_answer(qtype: str) -> str | None:
+    """What a question of ``qtype`` rightly answers about a blank image (None: no answer)."""
+    return {"exists": "no", "count": "0"}.get(qtype)
+
+
 def _observation_lines(content: str) -> list[str]:
     body = content.removeprefix("<tool_response>").removesuffix("</tool_response>").strip()
     return [ln.strip() for ln in body.splitlines() if ln.strip() and ln.strip() != "<image>"]
@@ -74,6 +81,7 @@ def main() -> None:
     blocks: dict[str, Counter[str]] = defaultdict(Counter)
     rows_per_family: Counter[str] = Counter()
     blank_jobs: list[tuple[str, list[str], bytes, str, dict]] = []
+    blank_alike: Counter[str] = Counter()  # rows whose gold a blank image shares, by type
     for _, row in published.rows():
         fam, qtype = row["family"], row["task_type"].rsplit(".", 1)[-1]
         rows_per_family[fam] += 1
@@ -120,7 +128,9 @@ def main() -> None:
             match(said, row["answer"], row["answer_type"], 0.01)
             or normalize_text(options.get(row["answer"], "\x00")) == normalize_text(said))
         by_family[fam]["code_answered"] += code_answered
-        if fam == "search" and code_answered and len(blank_jobs) < args.blank_limit:
+        if fam == "search" and code_answered and _blank_answer(qtype) == row["answer"]:
+            blank_alike[qtype] += 1
+        elif fam == "search" and code_answered and len(blank_jobs) < args.blank_limit:
             blank_jobs.append((row["answer"], cells, row_images(row)[0], row["answer_type"],
                                options))
 
@@ -181,6 +191,9 @@ def main() -> None:
         total = sum(blank_hits.values())
         print(f"== search code-answered rows on a blank image: {blank_hits['hit']}/{total} "
               f"({blank_hits['hit'] / total:.1%}) print the gold answer")
+    if blank_alike:
+        print(f"   (apart: {sum(blank_alike.values())} rows whose gold is the blank image's own "
+              f"answer, {dict(blank_alike)}; their counterfactual is the twin)")
     sys.stdout.flush()
 
 

@@ -23,6 +23,7 @@ not apply (``na``) to answers read off a view by the model.
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import math
 import re
@@ -91,10 +92,17 @@ class Lit:
 def code_literals(code: str) -> list[Lit]:
     """Every number, string and colour triple written in ``code`` (a cell that does not parse
     has none: it fails to run anyway)."""
+    return list(_literals(code))
+
+
+@functools.lru_cache(maxsize=1024)
+def _literals(code: str) -> tuple[Lit, ...]:
+    # Cached: provenance and the twin check both read every kept try's cells, and the same
+    # cell text recurs across a shard's tries.
     try:
         tree = ast.parse(code)
     except SyntaxError:
-        return []
+        return ()
     out: list[Lit] = []
     negated: set[int] = set()
     for node in ast.walk(tree):
@@ -112,7 +120,7 @@ def code_literals(code: str) -> list[Lit]:
             out.append(Lit(value, node.lineno))  # type: ignore[attr-defined]
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             out.append(Lit(node.value, node.lineno))
-    return out
+    return tuple(out)
 
 
 def _number(node: ast.AST) -> float | None:

@@ -52,7 +52,7 @@ class NoiseModel:
     region_sigma: float = 0.3
     view_sigma_px: float = 4.0
     size_error: float = 0.2
-    miss_rate: float = 0.12
+    miss_rate: float = 0.14
     small_px: float = 12.0
     small_miss_rate: float = 0.3
     miss_factor: float = 5.0
