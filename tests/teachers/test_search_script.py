@@ -164,3 +164,30 @@ def test_a_region_claimed_off_the_target_is_ungrounded(sandbox: Sandbox) -> None
     verdict = verify_trajectory(traj, 6)
     assert traj.final_answer == task.answer  # the right answer ...
     assert not verdict.kept and verdict.reason == "ungrounded", verdict  # ... off the wrong crop
+
+
+def test_a_read_trace_crops_from_looks_and_widens_a_zoom_that_cut_it_off(sandbox: Sandbox
+                                                                          ) -> None:
+    """Reading needs no finder: the cells crop where the looks were, and a claimed region
+    that cut the thing off is followed by a wider one; the trace is kept on the last claim."""
+    widened = []
+    for task in TASKS:
+        if task.facts["op"] not in ("attribute", "read_text"):
+            continue
+        traj = _traj(task, sandbox)
+        cells = executed_cells(traj)
+        assert not any("def " in c for c in cells), "a read trace defined a finder"
+        claims = [t for t in traj.turns if t.result is not None and "region:" in t.result.stdout]
+        if len(claims) >= 2:
+            widened.append((task, traj, claims))
+    kept = 0
+    for task, traj, claims in widened:
+        box = task.facts["target"]["box"]
+        first = re.search(r"region: \((\d+), (\d+), (\d+), (\d+)\)", claims[0].result.stdout)
+        region = [int(v) for v in first.groups()]
+        assert not (region[0] <= box[0] and region[1] <= box[1] and box[2] <= region[2]
+                    and box[3] <= region[3]), "the first zoom held it all"
+        if verify_trajectory(traj, 6, sandbox).kept:  # a second miss is rejected, rightly
+            kept += 1
+            assert traj.final_answer == task.answer
+    assert kept, "no read trace in the sample widened its zoom and recovered"
