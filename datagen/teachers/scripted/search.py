@@ -1,7 +1,10 @@
 """Scripted traces for visual search that look at the picture instead of reading the spec.
 
 Styles:
-  zoom       overview, a rough look, crop with a margin, find by colour/shape, zoom
+  zoom       overview, a rough look, a crop with a margin shown enlarged, a closer look there
+             and a region around it enlarged to read (reading a number or an attribute needs
+             no code to find the thing); for a position question the thing is found by
+             colour and shape in the crop and its place printed
   grid_zoom  the same from an overview with a coordinate grid drawn on it
   relation   one crop around where both were seen, find both, compare centres
   count      segment the whole picture by colour, classify shapes, box and count
