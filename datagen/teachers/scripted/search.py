@@ -416,7 +416,12 @@ class SearchScript:
                 letter = next((k for k, v in f["options"].items() if v == said), None)
                 if letter is None:
                     return Step(think=t("give_up", error=f"unexpected output {said!r}"))
-                return Step(think=t("from_output", result=said, letter=letter), answer=letter)
+                ca, cb = (_centre(r) for r in regions)
+                return Step(think=t.join(("relation_seen", {"a": _desc(a, False),
+                                                            "b": _desc(b, False), "ca": ca,
+                                                            "cb": cb}),
+                                         ("from_output", {"result": said, "letter": letter})),
+                            answer=letter)
             tries = sum(_kind(turn) == "relation" for turn in history)
             if len(history) > 4 or tries >= 2 and not self._looked_elsewhere(task, history):
                 return Step(think=t("give_up", error="one of them is still missing"))
