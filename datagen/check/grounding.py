@@ -83,10 +83,29 @@ class Grounding:
 
 @dataclass(frozen=True, slots=True)
 class Lit:
-    """A literal in a cell: a number, a string, or a colour (three ints 0–255)."""
+    """A literal in a cell: a number, a string, or a colour (three ints 0–255).
+
+    ``data`` says whether a number stands where code writes down data (an element of a tuple,
+    list, set or dict, an assigned or returned value, a comparison, an argument of
+    ``print``) rather than where it sets how code works (an operand of arithmetic, the
+    argument of ``range`` or of another call, a keyword, an index). Only data can carry a
+    fact of the scene: ``boxes = [[257, 448, 292, 483]]``, ``n = 10`` and ``print(10)`` are
+    data, ``range(10)`` and ``w * 384 / side`` are not.
+    """
 
     value: float | str | tuple[int, int, int]
     line: int
+    data: bool = True
+
+
+_DATA_PARENTS = (ast.Tuple, ast.List, ast.Set, ast.Dict, ast.Assign, ast.AnnAssign, ast.Return,
+                 ast.Compare, ast.Expr)
+
+
+def _is_data(parent: ast.AST | None) -> bool:
+    if isinstance(parent, ast.Call):
+        return isinstance(parent.func, ast.Name) and parent.func.id == "print"
+    return parent is None or isinstance(parent, _DATA_PARENTS)
 
 
 def code_literals(code: str) -> list[Lit]:
@@ -103,13 +122,15 @@ def _literals(code: str) -> tuple[Lit, ...]:
         tree = ast.parse(code)
     except SyntaxError:
         return ()
+    parents = {id(child): node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     out: list[Lit] = []
     negated: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) \
                 and _number(node.operand) is not None:
             negated.add(id(node.operand))
-            out.append(Lit(-_number(node.operand), node.lineno))  # type: ignore[operator]
+            out.append(Lit(-_number(node.operand), node.lineno,  # type: ignore[operator]
+                           _is_data(parents.get(id(node)))))
         elif isinstance(node, ast.Tuple | ast.List) and len(node.elts) == 3:
             vals = [_number(e) for e in node.elts]
             if all(v is not None and float(v).is_integer() and 0 <= v <= 255 for v in vals):
@@ -117,7 +138,8 @@ def _literals(code: str) -> tuple[Lit, ...]:
     for node in ast.walk(tree):
         value = _number(node)
         if value is not None and id(node) not in negated:
-            out.append(Lit(value, node.lineno))  # type: ignore[attr-defined]
+            out.append(Lit(value, node.lineno,  # type: ignore[attr-defined]
+                           _is_data(parents.get(id(node)))))
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             out.append(Lit(node.value, node.lineno))
     return tuple(out)
@@ -199,7 +221,8 @@ def _unexplained(lit: Lit, secrets: Secrets, numbers: set[float], strings: set[s
         hit = next((c for c in secrets.colours if _same_colour(v, c)), None)
         return None if hit is None else f"the palette colour {hit} is typed as {v}"
     if isinstance(v, float):
-        if v in secrets.numbers and not any(math.isclose(v, n, abs_tol=1e-9) for n in numbers):
+        if lit.data and v in secrets.numbers \
+                and not any(math.isclose(v, n, abs_tol=1e-9) for n in numbers):
             return f"{v:g} is a fact of the scene that nothing shown gives"
         return None
     text = normalize_text(v)

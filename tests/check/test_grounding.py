@@ -81,6 +81,21 @@ def test_hard_coded_box_coordinates_are_rejected(sandbox: Sandbox) -> None:
     assert problem is not None and "412" in problem
 
 
+def test_a_scene_number_as_a_code_constant_is_no_fact_but_as_data_it_is(sandbox: Sandbox
+                                                                         ) -> None:
+    """412 is a coordinate of the target. As the count of a loop or a factor of arithmetic it
+    sets how code works and says nothing of the scene; typed as data (assigned, printed,
+    compared, in a tuple) it is the renderer's fact."""
+    constant = "for k in range(412):\n    pass\nw = input_image.width * 412 / 800\nprint('right')\n"
+    assert provenance_problem(_ran(_task(), constant, sandbox=sandbox), frozenset(),
+                              _SECRETS) is None
+    for data in ("x0 = 412\n", "print(412)\n", "ok = input_image.width == 412\n",
+                 "crop = input_image.crop((412, 0, 500, 100))\n"):
+        problem = provenance_problem(_ran(_task(), data + "print('right')\n", sandbox=sandbox),
+                                     frozenset(), _SECRETS)
+        assert problem is not None and "412" in problem, data
+
+
 def test_a_typed_palette_colour_is_rejected(sandbox: Sandbox) -> None:
     code = "import numpy as np\nrgb = (220, 40, 40)\nprint('right')\n"
     problem = provenance_problem(_ran(_task(), code, sandbox=sandbox), frozenset(), _SECRETS)
