@@ -164,9 +164,10 @@ def _shaped(rng: np.random.Generator, n: int, low: int, high: int, step: int,
             shape: str | None) -> list[int]:
     """``n`` values on multiples of ``step`` in [low, high]: rising or falling at every step,
     fluctuating (rising and falling), or anything (``shape`` None)."""
-    grid = np.arange(int(np.ceil(low / step)), high // step + 1) * step
-    distinct = len(grid) >= n
-    vals = rng.choice(grid, size=n, replace=not distinct)
+    first = int(np.ceil(low / step))
+    # Room for n distinct values (a narrow stacked segment range is widened upwards).
+    grid = np.arange(first, max(high // step, first + n - 1) + 1) * step
+    vals = rng.choice(grid, size=n, replace=False)
     if shape == "increasing":
         vals = np.sort(vals)
     elif shape == "decreasing":
@@ -209,7 +210,10 @@ def _table_spec(rng: np.random.Generator, kind: str) -> Spec:
     names = [str(x) for x in rng.choice(group, size=n_series, replace=False)]
     # Trends are made on purpose, a third each, so that no answer is the safe guess; a stack
     # rises and falls as a whole, so its segments share one shape.
-    shapes = [str(rng.choice(TRENDS)) if pool["ordered"] else None for _ in range(n_series)]
+    # (Fluctuating a little less often: a drawn series can fluctuate by accident, never the
+    # other way round.)
+    shapes = [str(rng.choice(TRENDS, p=(0.35, 0.35, 0.30))) if pool["ordered"] else None
+              for _ in range(n_series)]
     if kind == "stacked":
         shapes = [shapes[0]] * n_series
     grid = 1 if labelled else step
@@ -608,28 +612,41 @@ def _targets(spec: Spec, rng: Rng) -> ChartFacts:
 
 
 def _two(rng: Rng, table: Table) -> tuple[str, str] | None:
-    """Two categories of different values, the larger first."""
+    """Two categories of different values, the larger first: the wider apart of two random
+    pairs, so that differences do not crowd at one grid step."""
     cats = list(table)
+    pairs = []
     for _ in range(10):
         a, b = (cats[i] for i in rng.choice(len(cats), size=2, replace=False))
         if table[a] != table[b]:
-            return (a, b) if table[a] > table[b] else (b, a)
-    return None
+            pairs.append((a, b) if table[a] > table[b] else (b, a))
+            if len(pairs) == 2:
+                break
+    return max(pairs, key=lambda p: table[p[0]] - table[p[1]]) if pairs else None
 
 
 def _threshold(rng: Rng, values: list[int], step: int, low: int, high: int) -> int | None:
     """A round threshold, at least two steps from every value and within [low, high], above
-    which a count drawn evenly from 0 to all of the values lie (no count is the safe guess)."""
+    which a count drawn evenly from the possible ones lie (none of them is the safe guess;
+    "none" and "all" are half as likely, being possible on almost every chart)."""
     v = sorted(values)
     n = len(v)
-    for above in rng.permutation(n + 1):
+    spans: dict[int, tuple[int, int]] = {}
+    for above in range(n + 1):
         lo = v[n - above - 1] + 2 * step if above < n else low
         hi = v[n - above] - 2 * step if above > 0 else high
-        for unit in (10 * step, 5 * step, 2 * step, step):
-            first = int(np.ceil(lo / unit)) * unit
-            if first <= hi:
-                picks = list(range(first, hi + 1, unit))
-                return int(picks[int(rng.integers(len(picks)))])
+        if lo <= hi and int(np.ceil(lo / step)) * step <= hi:
+            spans[above] = (lo, hi)
+    if not spans:
+        return None
+    counts = list(spans)
+    weights = np.array([0.5 if c in (0, n) else 1.0 for c in counts])
+    lo, hi = spans[counts[int(rng.choice(len(counts), p=weights / weights.sum()))]]
+    for unit in (10 * step, 5 * step, 2 * step, step):
+        first = int(np.ceil(lo / unit)) * unit
+        if first <= hi:
+            picks = list(range(first, hi + 1, unit))
+            return int(picks[int(rng.integers(len(picks)))])
     return None
 
 
