@@ -235,9 +235,14 @@ def _table_spec(rng: np.random.Generator, kind: str) -> Spec:
         else [max(s["values"]) for s in series]
     bottoms = [min(s["values"]) for s in series]
     ticks = _axis_ticks(min(bottoms), max(tops), grid)
+    title = _title(rng, topic, cats, pool["axis"], len(series))
+    if len(series) == 1:
+        # A lone series' name is printed nowhere (a secret): not even inside the title.
+        free = [str(x) for x in group if str(x) not in title]
+        series[0]["name"] = free[int(rng.integers(len(free)))] if free else "values"
     return {
         "kind": kind,
-        "title": _title(rng, topic, cats, pool["axis"], len(series)),
+        "title": title,
         "category_axis": pool["axis"],
         "category_plural": pool["plural"],
         "value_axis": topic["metric"],
