@@ -764,6 +764,20 @@ def _f_choice(spec: Spec, rng: Rng, t: Table) -> tuple[ChartFacts, tuple[str, ..
     return {}, (second, *picks)
 
 
+def _q_trend(spec: Spec, rng: Rng) -> Draft | None:
+    """A trend question about a series (or the stacked totals) whose trend is drawn first, a
+    third each, when the chart has one: no trend is the safe guess."""
+    if not spec["ordered"]:
+        return None
+    targets: list[ChartFacts] = [{"series": s["name"] if len(spec["series"]) > 1 else None,
+                                  "total": False} for s in spec["series"]]
+    if spec["kind"] == "stacked":
+        targets.append({"series": None, "total": True})
+    want = str(rng.choice(TRENDS))
+    fits = [t for t in targets if _trend(list(table_of(spec, t).values())) == want] or targets
+    return _draft(spec, "trend", fits[int(rng.integers(len(fits)))], rng)
+
+
 def _q_legend(spec: Spec, rng: Rng) -> Draft | None:
     if spec["kind"] == "pie":
         i = int(rng.integers(len(spec["categories"])))
@@ -821,7 +835,7 @@ QUESTIONS: dict[str, QuestionType] = {q.name: q for q in (
     _table("percentage", "number", _f_one),
     _table("ratio", "number", _f_pair),
     _table("range", "number", _f_none),
-    _table("trend", "text", _f_none),
+    QuestionType("trend", "text", _MEASURE, _q_trend, harder=True),
     _table("compare", "yesno", _f_compare, harder=False),
     _table("count_above", "integer", _f_count_above),
     _table("choice", "choice", _f_choice),
