@@ -24,11 +24,11 @@ from typing import Any, TypedDict
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MultipleLocator
 from matplotlib.transforms import Bbox
 
 from datagen.records import AnswerType, Scene, Task, stable_id
 from datagen.scenes.base import (
-    NUMBER_TOLERANCE,
     Draft,
     Family,
     Poser,
@@ -38,6 +38,7 @@ from datagen.scenes.base import (
     format_number,
     pose_rng,
 )
+from datagen.scenes.chart_rules import NUMBER_READS, check, near_twins, read_tolerance
 from datagen.templates import load_yaml, render_string
 
 __all__ = ["CHART_KINDS", "FAMILY", "KINDS", "QUESTIONS", "ChartKind", "ChartSpec", "Series",
@@ -66,6 +67,7 @@ class Layout(TypedDict, total=False):
     legend: list[float]  # the legend box, when there is one
     pie: list[float]  # the pie's centre x, y and radius
     entries: dict[str, list[float]]  # legend entries (swatch and text), or the pie's labels
+    collisions: list[list[float]]  # printed texts that overlap another or leave the image
 
 
 class ChartSpec(TypedDict, total=False):
@@ -82,8 +84,10 @@ class ChartSpec(TypedDict, total=False):
     series: list[Series]
     slice_colors: list[str]  # pie only
     slice_color_names: list[str]  # pie only
-    step: int
+    step: int  # values are multiples of it (unlabelled: the grid a question reads them to)
+    range: list[int]  # the topic's sensible values, in the chart's unit
     ticks: list[int]
+    tick_rotation: int  # category labels turned so that they do not collide
     value_labels: bool
     size: list[int]
     layout: Layout  # filled when the chart is drawn
@@ -97,19 +101,35 @@ def _vocab() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Spec: seeded data tables
+# Spec: seeded data tables, each drawn from one topic of templates/scenes/chart.yaml
+
+# What a reader needs between two grid lines to tell them apart, in pixels.
+_MIN_GRID_PX = 9
+# Markers of different lines at one category stay this far apart, in pixels.
+_LINE_GAP_PX = 16
+TRENDS = ("increasing", "decreasing", "fluctuating")
 
 
 def _pick_colors(rng: np.random.Generator, k: int) -> list[tuple[str, str]]:
-    names = list(_vocab()["colors"])
-    chosen = rng.choice(len(names), size=k, replace=False)
-    return [(names[i], _vocab()["colors"][names[i]]) for i in chosen]
+    """``k`` palette colours, no two of them near twins (so a colour's name picks one out)."""
+    colors = _vocab()["colors"]
+    while True:
+        chosen: list[str] = []
+        for i in rng.permutation(len(colors)):
+            name = list(colors)[i]
+            if not any(near_twins(name, c) for c in chosen):
+                chosen.append(name)
+            if len(chosen) == k:
+                return [(c, colors[c]) for c in chosen]
 
 
-def _categories(rng: np.random.Generator, n: int) -> tuple[list[str], dict[str, Any]]:
+def _categories(rng: np.random.Generator, topic: Mapping[str, Any], n: int,
+                ordered: bool) -> tuple[list[str], dict[str, Any]]:
+    """``n`` categories from one of the topic's pools (an ordered pool when ``ordered``): a
+    run of consecutive items of an ordered pool, a sample of an unordered one."""
     pools = _vocab()["category_pools"]
-    name = list(pools)[rng.integers(len(pools))]
-    pool = pools[name]
+    names = [p for p in topic["pools"] if pools[p]["ordered"] or not ordered]
+    pool = pools[names[int(rng.integers(len(names)))]]
     items = pool["items"]
     n = min(n, len(items))
     if pool["ordered"]:
@@ -120,96 +140,160 @@ def _categories(rng: np.random.Generator, n: int) -> tuple[list[str], dict[str, 
     return list(cats), pool
 
 
-def _nice_axis(top_value: float, step: int) -> list[int]:
-    """Ticks from 0 to a round number above ``top_value``, 4–8 of them."""
-    for mult in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500):
-        tick = mult * step
-        n = int(np.ceil(top_value * 1.08 / tick))
-        if n <= 7:
-            return [i * tick for i in range(n + 1)]
+def _axis_ticks(low: float, high: float, grid: int) -> list[int]:
+    """Round ticks (4–8 of them, each a multiple of ``grid``) from ``min(low, 0)`` rounded
+    down to ``high`` rounded up; a margin keeps extreme markers off the frame."""
+    span = max(high, 0) - min(low, 0)
+    for tick in (2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000):
+        if tick % grid or tick == grid:
+            continue
+        bottom = 0 if low >= 0 else int(np.floor((low - 0.04 * span) / tick)) * tick
+        top = int(np.ceil((high + 0.06 * span) / tick)) * tick
+        if (top - bottom) / tick <= 7:
+            return list(range(bottom, top + 1, tick))
     raise AssertionError("value range too large for the tick table")
 
 
+def _grid_step(low: float, high: float, pixels: float) -> int:
+    """The finest of 1, 2, 5, 10 whose grid lines a reader can tell apart on the chart."""
+    span = (max(high, 0) - min(low, 0)) * 1.15
+    return next(g for g in (1, 2, 5, 10, 20) if g * pixels / span >= _MIN_GRID_PX)
+
+
+def _shaped(rng: np.random.Generator, n: int, low: int, high: int, step: int,
+            shape: str | None) -> list[int]:
+    """``n`` values on multiples of ``step`` in [low, high]: rising or falling at every step,
+    fluctuating (rising and falling), or anything (``shape`` None)."""
+    first = int(np.ceil(low / step))
+    # Room for n distinct values (a narrow stacked segment range is widened upwards).
+    grid = np.arange(first, max(high // step, first + n - 1) + 1) * step
+    vals = rng.choice(grid, size=n, replace=False)
+    if shape == "increasing":
+        vals = np.sort(vals)
+    elif shape == "decreasing":
+        vals = np.sort(vals)[::-1]
+    elif shape == "fluctuating":
+        for _ in range(50):
+            if _trend([int(v) for v in vals]) == "fluctuating":
+                break
+            vals = rng.permutation(vals)
+    return [int(v) for v in vals]
+
+
 def _table_spec(rng: np.random.Generator, kind: str) -> Spec:
+    topics = [t for t in _vocab()["topics"] if kind in t["kinds"]]
+    topic = topics[int(rng.integers(len(topics)))]
     n_series = 1 if kind in ("vbar", "hbar") else int(rng.integers(2, 4))
     if kind == "line":
         n_series = int(rng.integers(1, 4))
+    group = topic["series"][int(rng.integers(len(topic["series"])))]
+    n_series = min(n_series, len(group))
     n_cats = int(rng.integers(4, 9)) if n_series == 1 else int(rng.integers(3, 7))
     if kind == "line":
         n_cats = int(rng.integers(5, 10))
-    cats, pool = _categories(rng, n_cats)
+    cats, pool = _categories(rng, topic, n_cats, ordered=kind == "line")
     labelled = bool(rng.random() < 0.5)
-    # Values in the hundreds are only readable from their printed labels: on an unlabelled
-    # chart one unit must span a few pixels, so that measuring finds the exact whole number.
-    step = int(rng.choice([1, 1, 10])) if labelled else 1
-    high = int(rng.integers(40, 101))
+    size = [int(rng.integers(64, 91)) * 10, int(rng.integers(46, 63)) * 10]
+    # The value axis' length in pixels (the frame spans these shares of the figure).
+    pixels = size[0] * 0.6 if kind == "hbar" else size[1] * 0.7
+    low, high = topic["range"]
     if kind == "stacked":  # the stacked total, not one segment, sets the axis
-        high = max(15, high // n_series)
+        high = max(3 * low, high // n_series)
+    if labelled:
+        # Printed values: any whole number (tens of them on a `big` topic) can be read.
+        step = 10 if topic.get("big") and rng.random() < 0.4 else 1
+    else:
+        # Unlabelled values lie on the grid a reader can resolve, which the question states.
+        step = _grid_step(low, high * (n_series if kind == "stacked" else 1), pixels)
+    low, high = low * (step if labelled else 1), high * (step if labelled else 1)
     colors = _pick_colors(rng, n_series)
-    names = list(rng.choice(_vocab()["series_names"], size=n_series, replace=False))
+    names = [str(x) for x in rng.choice(group, size=n_series, replace=False)]
+    # Trends are made on purpose, a third each, so that no answer is the safe guess; a stack
+    # rises and falls as a whole, so its segments share one shape.
+    # (Fluctuating a little less often: a drawn series can fluctuate by accident, never the
+    # other way round.)
+    shapes = [str(rng.choice(TRENDS, p=(0.35, 0.35, 0.30))) if pool["ordered"] else None
+              for _ in range(n_series)]
+    if kind == "stacked":
+        shapes = [shapes[0]] * n_series
+    grid = 1 if labelled else step
+    ticks = _axis_ticks(low, high * (n_series if kind == "stacked" else 1), grid)
+    gap = _LINE_GAP_PX * (ticks[-1] - ticks[0]) / pixels
     series: list[Series] = []
     for s in range(n_series):
-        if kind == "line" and rng.random() < 0.4 and n_series == 1:
-            vals = np.sort(rng.integers(5, high + 1, size=len(cats)))
-            vals = vals[::-1] if rng.random() < 0.5 else vals
+        for _ in range(40):
+            vals = _shaped(rng, len(cats), low, high, step, shapes[s])
+            # Markers of two lines at one category must not sit on one another.
+            if kind != "line" or all(abs(v - w) >= gap for t in series
+                                     for v, w in zip(vals, t["values"], strict=True)):
+                break
         else:
-            vals = rng.integers(5, high + 1, size=len(cats))
-        series.append({"name": str(names[s]), "color_name": colors[s][0], "color": colors[s][1],
-                       "values": [int(v) * step for v in vals]})
-    if kind == "line":
-        _separate_lines(series, step * 6)
+            break  # no room for another line: the chart has fewer series
+        series.append({"name": names[s], "color_name": colors[s][0], "color": colors[s][1],
+                       "values": vals})
     tops = [sum(s["values"][i] for s in series) for i in range(len(cats))] if kind == "stacked" \
         else [max(s["values"]) for s in series]
-    metric = str(rng.choice(_vocab()["metrics"]))
+    bottoms = [min(s["values"]) for s in series]
+    ticks = _axis_ticks(min(bottoms), max(tops), grid)
+    title = _title(rng, topic, cats, pool["axis"], len(series))
+    if len(series) == 1:
+        # A lone series' name is printed nowhere (a secret): not even inside the title.
+        free = [str(x) for x in group if str(x) not in title]
+        series[0]["name"] = free[int(rng.integers(len(free)))] if free else "values"
     return {
         "kind": kind,
-        "title": _title(rng, metric, pool["axis"]),
+        "title": title,
         "category_axis": pool["axis"],
         "category_plural": pool["plural"],
-        "value_axis": metric,
+        "value_axis": topic["metric"],
         "ordered": bool(pool["ordered"]),
         "categories": cats,
         "series": series,
         "step": step,
-        "ticks": _nice_axis(max(tops), step),
+        "range": [low, high],
+        "ticks": ticks,
         "value_labels": labelled,
-        "size": [int(rng.integers(64, 91)) * 10, int(rng.integers(46, 63)) * 10],
+        "size": size,
     }
 
 
-def _separate_lines(series: list[Series], gap: int) -> None:
-    """Push line values apart so markers of different series never sit on one another."""
-    for i in range(len(series[0]["values"])):
-        col = sorted(range(len(series)), key=lambda s: series[s]["values"][i])
-        for lo, hi in zip(col, col[1:], strict=False):
-            if series[hi]["values"][i] - series[lo]["values"][i] < gap:
-                series[hi]["values"][i] = series[lo]["values"][i] + gap
+def _shares(rng: np.random.Generator, n: int, step: int) -> list[int]:
+    """``n`` pie shares in percent, multiples of ``step``, none under 4 %."""
+    least = max(4, step)
+    while True:
+        cuts = np.sort(rng.choice(np.arange(1, 100 // step), size=n - 1, replace=False)) * step
+        shares = np.diff(np.concatenate([[0], cuts, [100]]))
+        if shares.min() >= least:
+            return [int(v) for v in shares]
 
 
 def _pie_spec(rng: np.random.Generator) -> Spec:
-    n = int(rng.integers(3, 7))
-    cats, pool = _categories(rng, n)
-    while True:
-        cuts = np.sort(rng.choice(np.arange(1, 100), size=n - 1, replace=False))
-        shares = np.diff(np.concatenate([[0], cuts, [100]]))
-        if shares.min() >= 4:
-            break
+    topics = _vocab()["pie_topics"]
+    topic = topics[int(rng.integers(len(topics)))]
+    n = int(rng.integers(3, min(7, len(topic["items"]) + 1)))
+    cats = [topic["items"][i] for i in sorted(rng.choice(len(topic["items"]), size=n,
+                                                         replace=False))]
+    labelled = bool(rng.random() < 0.5)
+    # Unprinted shares are read from the slices' angles: to the nearest 5 %, as stated.
+    step = 1 if labelled else 5
     colors = _pick_colors(rng, n)
+    year = str(rng.choice(_vocab()["category_pools"]["years"]["items"]))
+    title = render_string(str(rng.choice(topic["titles"])), year=year)
     return {
         "kind": "pie",
-        "title": str(rng.choice(_vocab()["pie_topics"])),
-        "category_axis": pool["axis"],
-        "category_plural": pool["plural"],
-        "value_axis": "Share (%)",
+        "title": title,
+        "category_axis": topic["axis"],
+        "category_plural": topic["plural"],
+        "value_axis": topic["metric"],
         "ordered": False,
         "categories": cats,
         "series": [{"name": "share", "color_name": "", "color": "",
-                    "values": [int(v) for v in shares]}],
+                    "values": _shares(rng, n, step)}],
         "slice_colors": [c[1] for c in colors],
         "slice_color_names": [c[0] for c in colors],
-        "step": 1,
+        "step": step,
         "ticks": [],
-        "value_labels": bool(rng.random() < 0.5),
+        "value_labels": labelled,
         "size": [int(rng.integers(56, 81)) * 10, int(rng.integers(46, 61)) * 10],
     }
 
@@ -218,7 +302,7 @@ def _scatter_spec(rng: np.random.Generator) -> Spec:
     n_series = int(rng.integers(1, 3))
     axes = _vocab()["scatter_axes"][rng.integers(len(_vocab()["scatter_axes"]))]
     colors = _pick_colors(rng, n_series)
-    names = list(rng.choice(_vocab()["series_names"], size=n_series, replace=False))
+    names = list(rng.choice(axes["series"], size=n_series, replace=False))
     taken: list[tuple[int, int]] = []
     series: list[Series] = []
     for s in range(n_series):
@@ -234,7 +318,7 @@ def _scatter_spec(rng: np.random.Generator) -> Spec:
                        "points": pts})
     return {
         "kind": "scatter",
-        "title": f"{axes['y']} vs. {axes['x'].lower()}",
+        "title": str(rng.choice(axes["titles"])),
         "category_axis": "series",
         "category_plural": "series",
         "x_axis": axes["x"],
@@ -249,9 +333,13 @@ def _scatter_spec(rng: np.random.Generator) -> Spec:
     }
 
 
-def _title(rng: np.random.Generator, metric: str, axis: str) -> str:
-    pattern = _vocab()["title_patterns"][rng.integers(len(_vocab()["title_patterns"]))]
-    return render_string(pattern, metric=metric, axis=axis)
+def _title(rng: np.random.Generator, topic: Mapping[str, Any], cats: list[str], axis: str,
+           n_series: int) -> str:
+    """A title from the topic's patterns (its multi-series ones for a chart with a legend)."""
+    patterns = topic["multi_titles"] if n_series > 1 else topic["titles"]
+    subject = str(rng.choice(topic["subjects"]))
+    return render_string(str(rng.choice(patterns)), subject=subject, first=cats[0],
+                         last=cats[-1], axis=axis, n_series=n_series)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,21 +394,49 @@ def _render(spec: Spec) -> tuple[bytes, Layout]:
     if spec["kind"] == "pie":
         (cx, cy), (ex, _) = ax.transData.transform([(0.0, 0.0), (1.0, 0.0)])
         layout["pie"] = [round(float(cx), 1), round(h - float(cy), 1), round(float(ex - cx), 1)]
+    labels = [*ax.texts, *ax.get_xticklabels(), *ax.get_yticklabels(), ax.title,
+              ax.xaxis.label, ax.yaxis.label, *(leg.get_texts() if leg is not None else [])]
+    layout["collisions"] = _collisions([t.get_window_extent(renderer) for t in labels
+                                        if t.get_visible() and t.get_text()], w, h)
     return buf.getvalue(), layout
+
+
+def _collisions(boxes: list[Any], w: int, h: int) -> list[list[float]]:
+    """The printed texts that overlap another one (``OperationsMarketing``) or leave the
+    image, measured from their rendered extents; each as its box in image pixels."""
+    bad: list[list[float]] = []
+    for i, a in enumerate(boxes):
+        hit = a.x0 < 0 or a.y0 < 0 or a.x1 > w or a.y1 > h or any(
+            min(a.x1, b.x1) - max(a.x0, b.x0) > 1 and min(a.y1, b.y1) - max(a.y0, b.y0) > 1
+            for j, b in enumerate(boxes) if j != i)
+        if hit:
+            bad.append([round(float(a.x0), 1), round(h - float(a.y1), 1),
+                        round(float(a.x1), 1), round(h - float(a.y0), 1)])
+    return bad
 
 
 def _value_axis(ax: Any, spec: Spec, horizontal: bool = False) -> None:
     ticks = spec["ticks"]
-    if horizontal:
-        ax.set_xlim(0, ticks[-1])
-        ax.set_xticks(ticks)
-        ax.set_xlabel(spec["value_axis"])
-        ax.set_ylabel(spec["category_axis"])
-    else:
-        ax.set_ylim(0, ticks[-1])
-        ax.set_yticks(ticks)
-        ax.set_ylabel(spec["value_axis"])
-        ax.set_xlabel(spec["category_axis"])
+    axis = ax.xaxis if horizontal else ax.yaxis
+    (ax.set_xlim if horizontal else ax.set_ylim)(ticks[0], ticks[-1])
+    axis.set_ticks(ticks)
+    axis.set_label_text(spec["value_axis"])
+    (ax.yaxis if horizontal else ax.xaxis).set_label_text(spec["category_axis"])
+    # Light grid lines at the ticks and, without value labels, at every grid step: what lets
+    # a reader take a value to the stated precision. Too pale to count as ink or as a colour.
+    ax.set_axisbelow(True)
+    axis.grid(True, which="major", color="#d9d9d9", linewidth=0.8)
+    if not spec["value_labels"] and spec["step"] < ticks[1] - ticks[0]:
+        axis.set_minor_locator(MultipleLocator(spec["step"]))
+        axis.grid(True, which="minor", color="#eeeeee", linewidth=0.6)
+        axis.set_tick_params(which="minor", length=0)
+
+
+def _category_ticks(ax: Any, spec: Spec, x: Any) -> None:
+    """The category labels under the chart, turned when they would not fit side by side."""
+    turn = spec.get("tick_rotation", 30 if len(x) > 6 else 0)
+    ax.set_xticks(x, spec["categories"], rotation=turn, ha="right" if turn else "center",
+                  rotation_mode="anchor" if turn else "default")
 
 
 def _draw_bars(ax: Any, spec: Spec) -> None:
@@ -346,7 +462,7 @@ def _draw_bars(ax: Any, spec: Spec) -> None:
         ax.set_yticks(x, cats)
         ax.invert_yaxis()  # first category on top, read like a list
     else:
-        ax.set_xticks(x, cats, rotation=30 if len(cats) > 6 else 0)
+        _category_ticks(ax, spec, x)
     _value_axis(ax, spec, horizontal)
 
 
@@ -359,7 +475,7 @@ def _draw_line(ax: Any, spec: Spec) -> None:
             for xi, v in zip(x, s["values"], strict=True):
                 ax.annotate(f"{v:g}", (xi, v), textcoords="offset points", xytext=(0, 7),
                             ha="center", fontsize=8)
-    ax.set_xticks(x, spec["categories"], rotation=30 if len(x) > 6 else 0)
+    _category_ticks(ax, spec, x)
     ax.set_xlim(-0.5, len(x) - 0.5)
     _value_axis(ax, spec)
 
@@ -465,12 +581,16 @@ ANSWERS: dict[str, Answer] = {
     "max": _on_table(lambda t, f, s: _unique(t, max(t.values()))),
     "min": _on_table(lambda t, f, s: _unique(t, min(t.values()))),
     "difference": _pair(lambda a, b: format_number(a - b)),
-    "ratio": _pair(lambda a, b: format_number(round(a / b, 2))),
-    "sum": _on_table(lambda t, f, s: format_number(sum(t.values()))),
+    # Ratios, shares and sums of values that can be negative (temperatures, changes) mean
+    # nothing: those questions are asked of positive tables only.
+    "ratio": _pair(lambda a, b: format_number(round(a / b, 2)) if b > 0 else None),
+    "sum": _on_table(lambda t, f, s: format_number(sum(t.values()))
+                     if min(t.values()) >= 0 else None),
     "mean": _on_table(lambda t, f, s: format_number(round(sum(t.values()) / len(t), 2))),
     "range": _on_table(lambda t, f, s: format_number(max(t.values()) - min(t.values()))),
     "percentage": _on_table(
-        lambda t, f, s: format_number(round(100 * t[f["a"]] / sum(t.values()), 1))),
+        lambda t, f, s: format_number(round(100 * t[f["a"]] / sum(t.values()), 1))
+        if min(t.values()) > 0 else None),
     "trend": _on_table(lambda t, f, s: _trend(list(t.values())) if s["ordered"] else None),
     "compare": _on_table(lambda t, f, s: None if t[f["a"]] == t[f["b"]]
                          else ("yes" if t[f["a"]] > t[f["b"]] else "no")),
@@ -497,29 +617,75 @@ def _targets(spec: Spec, rng: Rng) -> ChartFacts:
 
 
 def _two(rng: Rng, table: Table) -> tuple[str, str] | None:
-    """Two categories of different values, the larger first."""
+    """Two categories of different values, the larger first: the wider apart of two random
+    pairs, so that differences do not crowd at one grid step."""
     cats = list(table)
+    pairs = []
     for _ in range(10):
         a, b = (cats[i] for i in rng.choice(len(cats), size=2, replace=False))
         if table[a] != table[b]:
-            return (a, b) if table[a] > table[b] else (b, a)
+            pairs.append((a, b) if table[a] > table[b] else (b, a))
+            if len(pairs) == 2:
+                break
+    return max(pairs, key=lambda p: table[p[0]] - table[p[1]]) if pairs else None
+
+
+def _threshold(rng: Rng, values: list[int], step: int, low: int, high: int) -> int | None:
+    """A round threshold, at least two steps from every value and within [low, high], above
+    which a count drawn evenly from the possible ones lie (none of them is the safe guess;
+    "none" and "all" are half as likely, being possible on almost every chart)."""
+    v = sorted(values)
+    n = len(v)
+    spans: dict[int, tuple[int, int]] = {}
+    for above in range(n + 1):
+        lo = v[n - above - 1] + 2 * step if above < n else low
+        hi = v[n - above] - 2 * step if above > 0 else high
+        if lo <= hi and int(np.ceil(lo / step)) * step <= hi:
+            spans[above] = (lo, hi)
+    if not spans:
+        return None
+    counts = list(spans)
+    weights = np.array([0.5 if c in (0, n) else 1.0 for c in counts])
+    lo, hi = spans[counts[int(rng.choice(len(counts), p=weights / weights.sum()))]]
+    for unit in (10 * step, 5 * step, 2 * step, step):
+        first = int(np.ceil(lo / unit)) * unit
+        if first <= hi:
+            picks = list(range(first, hi + 1, unit))
+            return int(picks[int(rng.integers(len(picks)))])
     return None
 
 
-def _threshold(rng: Rng, values: list[int], step: int) -> int | None:
-    """A round threshold that no value sits near, so the count is unambiguous on the picture."""
-    v = sorted(set(values))
-    gaps = [(a, b) for a, b in zip(v, v[1:], strict=False) if b - a >= 4 * step]
-    if not gaps:
-        return None
-    a, b = gaps[rng.integers(len(gaps))]
-    return int(round((a + b) / 2 / step) * step)
+def _part(rng: Rng, key: str, **names: Any) -> str:
+    """One phrase of the ``_parts`` of templates/questions/chart.yaml, drawn and filled in
+    (keeping the spaces that join it to the body)."""
+    options = load_yaml("questions/chart.yaml")["_parts"][key]
+    raw = str(options[int(rng.integers(len(options)))])
+    text = render_string(raw, **names)
+    return (" " if raw.startswith(" ") and text else "") + text + (
+        " " if raw.endswith(" ") and text else "")
 
 
-def _draft(spec: Spec, qtype: str, facts: ChartFacts, choices: tuple[str, ...] = (),
+def _scope(spec: Spec, facts: Mapping[str, Any], rng: Rng) -> tuple[str, str]:
+    """What a question is about, as a phrase after its body (``scope``) and as the subject
+    of a trend: a lone series, a named series, a stacked segment, or the stacked totals."""
+    series = facts.get("series")
+    if facts.get("total"):
+        return _part(rng, "scope_total"), _part(rng, "subject_total")
+    if spec["kind"] == "scatter":
+        return (_part(rng, "scope_points", series=series) if series else ""), ""
+    if series and spec["kind"] == "stacked":
+        return (_part(rng, "scope_segment", series=series),
+                _part(rng, "subject_segment", series=series))
+    if series:
+        return (_part(rng, "scope_series", series=series),
+                _part(rng, "subject_series", series=series))
+    return "", _part(rng, "subject_single")
+
+
+def _draft(spec: Spec, qtype: str, facts: ChartFacts, rng: Rng, choices: tuple[str, ...] = (),
            answer: str | None = None) -> Draft | None:
     """A chart draft: the gold answer from ``ANSWERS`` (unless given), the facts, and the
-    names every chart phrasing may use."""
+    names every chart phrasing may use (its parts drawn from ``_parts``)."""
     answer = ANSWERS[qtype](spec, facts) if answer is None else answer
     if answer is None:
         return None
@@ -527,9 +693,19 @@ def _draft(spec: Spec, qtype: str, facts: ChartFacts, choices: tuple[str, ...] =
         choices = (answer, *(c for c in choices if c != answer))
     axis = ("series" if qtype == "legend" and spec["kind"] != "pie"
             else spec["category_axis"].lower())
+    scope, subject = _scope(spec, facts, rng)
+    reads = qtype in NUMBER_READS and not spec["value_labels"] and spec["kind"] != "scatter"
+    precision = _part(rng, "precision_pie" if spec["kind"] == "pie" else "precision",
+                      grid=spec["step"]) if reads else ""
+    rounding = {"mean": "round2", "ratio": "round2", "percentage": "round1"}.get(qtype)
     names = {"a": facts.get("a"), "b": facts.get("b"), "series": facts["series"],
              "threshold": facts.get("threshold"), "color": facts.get("color"),
-             "total": facts["total"], "axis": axis, "axis_plural": spec["category_plural"]}
+             "total": facts["total"], "axis": axis, "axis_plural": spec["category_plural"],
+             "first": spec["categories"][0], "last": spec["categories"][-1],
+             "lead": _part(rng, "lead"), "scope": scope, "subject": subject,
+             "precision": precision, "rounding": _part(rng, rounding) if rounding else "",
+             "yesno": _part(rng, "yesno"), "letter": _part(rng, "letter"),
+             "trend_answer": _part(rng, "trend_answer"), "trend_rule": _part(rng, "trend_rule")}
     return Draft(answer=answer, facts=facts, names=names, choices=choices)
 
 
@@ -546,7 +722,7 @@ def _table_question(qtype: str, fn: TableFacts) -> Callable[[Spec, Rng], Draft |
         if got is None:
             return None
         facts, choices = got if isinstance(got, tuple) else (got, ())
-        return _draft(spec, qtype, {**base, **facts}, choices)
+        return _draft(spec, qtype, {**base, **facts}, rng, choices)
 
     return draft
 
@@ -573,7 +749,9 @@ def _f_compare(spec: Spec, rng: Rng, t: Table) -> ChartFacts | None:
 
 
 def _f_count_above(spec: Spec, rng: Rng, t: Table) -> ChartFacts | None:
-    thr = _threshold(rng, list(t.values()), spec["step"])
+    ticks = spec["ticks"]
+    thr = _threshold(rng, list(t.values()), spec["step"], ticks[0] + spec["step"],
+                     ticks[-1] - spec["step"])
     return None if thr is None else {"threshold": thr}
 
 
@@ -586,33 +764,48 @@ def _f_choice(spec: Spec, rng: Rng, t: Table) -> tuple[ChartFacts, tuple[str, ..
     return {}, (second, *picks)
 
 
+def _q_trend(spec: Spec, rng: Rng) -> Draft | None:
+    """A trend question about a series (or the stacked totals) whose trend is drawn first, a
+    third each, when the chart has one: no trend is the safe guess."""
+    if not spec["ordered"]:
+        return None
+    targets: list[ChartFacts] = [{"series": s["name"] if len(spec["series"]) > 1 else None,
+                                  "total": False} for s in spec["series"]]
+    if spec["kind"] == "stacked":
+        targets.append({"series": None, "total": True})
+    want = str(rng.choice(TRENDS))
+    fits = [t for t in targets if _trend(list(table_of(spec, t).values())) == want] or targets
+    return _draft(spec, "trend", fits[int(rng.integers(len(fits)))], rng)
+
+
 def _q_legend(spec: Spec, rng: Rng) -> Draft | None:
     if spec["kind"] == "pie":
         i = int(rng.integers(len(spec["categories"])))
         facts: ChartFacts = {"series": None, "total": False,
                              "color": spec["slice_color_names"][i], "hex": spec["slice_colors"][i]}
-        return _draft(spec, "legend", facts, answer=spec["categories"][i])
+        return _draft(spec, "legend", facts, rng, answer=spec["categories"][i])
     if len(spec["series"]) < 2:
         return None
     s = spec["series"][int(rng.integers(len(spec["series"])))]
     facts = {"series": None, "total": False, "color": s["color_name"], "hex": s["color"]}
-    return _draft(spec, "legend", facts, answer=s["name"])
+    return _draft(spec, "legend", facts, rng, answer=s["name"])
 
 
 def _q_scatter_count_above(spec: Spec, rng: Rng) -> Draft | None:
     s = spec["series"][int(rng.integers(len(spec["series"])))]
-    thr = _threshold(rng, [p[1] for p in s["points"]], 1)
+    thr = _threshold(rng, [p[1] for p in s["points"]], 1, 2, 98)
     if thr is None:
         return None
     name = s["name"] if len(spec["series"]) > 1 else None
-    return _draft(spec, "scatter_count_above", {"series": name, "total": False, "threshold": thr})
+    return _draft(spec, "scatter_count_above",
+                  {"series": name, "total": False, "threshold": thr}, rng)
 
 
 def _q_scatter_count(spec: Spec, rng: Rng) -> Draft | None:
     s = spec["series"][int(rng.integers(len(spec["series"])))]
     if len(spec["series"]) < 2:
         return None  # its phrasings name the series, and a lone series' name is not printed
-    return _draft(spec, "scatter_count", {"series": s["name"], "total": False})
+    return _draft(spec, "scatter_count", {"series": s["name"], "total": False}, rng)
 
 
 def _q_scatter_compare(spec: Spec, rng: Rng) -> Draft | None:
@@ -620,7 +813,7 @@ def _q_scatter_compare(spec: Spec, rng: Rng) -> Draft | None:
         return None
     a, b = (spec["series"][i] for i in rng.permutation(2))
     return _draft(spec, "scatter_compare",
-                  {"series": None, "total": False, "a": a["name"], "b": b["name"]})
+                  {"series": None, "total": False, "a": a["name"], "b": b["name"]}, rng)
 
 
 _MEASURE = ("pixel_measure", "compute")
@@ -642,7 +835,7 @@ QUESTIONS: dict[str, QuestionType] = {q.name: q for q in (
     _table("percentage", "number", _f_one),
     _table("ratio", "number", _f_pair),
     _table("range", "number", _f_none),
-    _table("trend", "text", _f_none),
+    QuestionType("trend", "text", _MEASURE, _q_trend, harder=True),
     _table("compare", "yesno", _f_compare, harder=False),
     _table("count_above", "integer", _f_count_above),
     _table("choice", "choice", _f_choice),
@@ -705,14 +898,25 @@ KINDS = tuple(KIND_BY_NAME)
 # ---------------------------------------------------------------------------------------------
 # Scenes
 
+_REDRAWS = 4  # fresh charts tried when labels collide
+
 
 def make_scene(index: int, seed: int, options: Mapping[str, Any] | None = None) -> Scene:
-    """The chart scene number ``index`` of a run seeded with ``seed`` (pure; no options apply)."""
+    """The chart scene number ``index`` of a run seeded with ``seed`` (pure; no options apply).
+
+    Labels that would collide are turned, and a chart whose labels still collide is drawn
+    afresh (the last try is kept; ``labels_clear`` then rejects its questions)."""
     rng = np.random.default_rng([seed, index, 0xC4A7])
     kind = CHART_KINDS[int(rng.integers(len(CHART_KINDS)))]
-    spec = kind.spec(rng)
+    for _ in range(_REDRAWS):
+        spec = kind.spec(rng)
+        image, spec["layout"] = _render(spec)
+        if spec["layout"]["collisions"] and kind.name in ("vbar", "grouped", "stacked", "line"):
+            spec["tick_rotation"] = 45
+            image, spec["layout"] = _render(spec)
+        if not spec["layout"]["collisions"]:
+            break
     hard = (not spec["value_labels"]) + (len(spec["series"]) > 1) + (len(spec["categories"]) > 6)
-    image, spec["layout"] = _render(spec)
     return Scene(
         id=f"chart-{stable_id('chart', seed, index)}",
         family="chart",
@@ -739,8 +943,18 @@ def pose(scene: Scene, k: int, only: Collection[str] | None = None) -> list[Task
         if only is not None and qtype.name not in only:
             continue
         draft = qtype.draft(spec, rng)
-        if draft is not None:
-            poser.add(qtype, draft)
+        if draft is None:
+            continue
+        task = poser.add(qtype, draft)
+        task.question = task.question[0].upper() + task.question[1:]
+        if task.answer_type == "number":
+            task.tolerance = read_tolerance(spec, qtype.name, task.answer,
+                                            len(spec["categories"]))
+        verdict = check(task)
+        if not all(verdict.values()):
+            poser.tasks.pop()  # an annotator would not sign it
+            continue
+        task.facts["checks"] = sorted(verdict)
     return poser.tasks
 
 
@@ -797,7 +1011,7 @@ def secrets(task: Task) -> Secrets:
         if spec["kind"] == "stacked":
             numbers |= {float(v) for v in table_of(spec, {"total": True}).values()}
     # Below 5 a number is every program's index, margin or digit count, and no chart value.
-    return Secrets(numbers=frozenset(v for v in numbers if v >= 5),
+    return Secrets(numbers=frozenset(v for v in numbers if abs(v) >= 5),
                    colours=tuple(_rgb(c) for c in colours), strings=frozenset(strings))
 
 
@@ -810,17 +1024,13 @@ _twins: OrderedDict[tuple[str, int, int | None], Scene | None] = OrderedDict()
 
 def _redraw(spec: Spec, rng: Rng, mode: int, avoid: int | None) -> Spec | None:
     """``spec`` with new data on the same axes: random values (mode 0, 1, 4, 5), sorted up
-    (2) or down (3); none within two steps of ``avoid``; values in the hundreds fall off the
-    old multiples of ten, so code that snaps to a hidden grid fails."""
+    (2) or down (3); none within two steps of ``avoid``. Unlabelled values stay on the grid
+    their question reads them to; labelled ones (values in the hundreds) fall off the old
+    multiples of ten, so code that snaps to a hidden grid fails."""
     new: Spec = {**spec, "series": [dict(s) for s in spec["series"]]}  # type: ignore[typeddict-item]
     kind, n = spec["kind"], len(spec["categories"])
     if kind == "pie":
-        while True:
-            cuts = np.sort(rng.choice(np.arange(1, 100), size=n - 1, replace=False))
-            shares = np.diff(np.concatenate([[0], cuts, [100]]))
-            if shares.min() >= 4:
-                break
-        new["series"][0]["values"] = [int(v) for v in shares]
+        new["series"][0]["values"] = _shares(rng, n, spec["step"])
         return new
     if kind == "scatter":
         taken: list[tuple[int, int]] = []
@@ -835,18 +1045,33 @@ def _redraw(spec: Spec, rng: Rng, mode: int, avoid: int | None) -> Spec | None:
                     pts.append([x, y])
             s["points"] = pts
         return new
-    step, top = spec["step"], int(spec["ticks"][-1] / 1.08)
-    high = top // len(spec["series"]) if kind == "stacked" else top
-    for s in new["series"]:
-        vals = [int(v) for v in rng.integers(5 * step, high + 1, size=n)]
-        if avoid is not None:
-            vals = [v if abs(v - avoid) >= 3 * step else v + 6 * step for v in vals]
-        s["values"] = sorted(vals, reverse=mode == 3) if mode in (2, 3) else vals
-    if kind == "line":
-        _separate_lines(new["series"], step * 6)
+    ticks, step = spec["ticks"], spec["step"]
+    unit = 1 if spec["value_labels"] else step
+    span = ticks[-1] - ticks[0]
+    low = max(spec["range"][0], ticks[0] + 0.02 * span)
+    high = min(spec["range"][1], ticks[-1] - 0.04 * span)
+    if kind == "stacked":
+        high = min(spec["range"][1], (ticks[-1] - 0.04 * span) / len(spec["series"]))
+    grid = np.arange(int(np.ceil(low / unit)), int(high // unit) + 1) * unit
+    if avoid is not None:
+        grid = grid[np.abs(grid - avoid) >= 2 * step]
+    if len(grid) < 2:
+        return None
+    frame = spec["layout"]["frame"]
+    gap = _LINE_GAP_PX * span / max(frame[3] - frame[1], 1.0)
+    for i, s in enumerate(new["series"]):
+        for _ in range(40):
+            vals = [int(v) for v in rng.choice(grid, size=n)]
+            vals = sorted(vals, reverse=mode == 3) if mode in (2, 3) else vals
+            if kind != "line" or all(abs(v - w) >= gap for t in new["series"][:i]
+                                     for v, w in zip(vals, t["values"], strict=True)):
+                break
+        else:
+            return None
+        s["values"] = vals
     tops = table_of(new, {"total": True}).values() if kind == "stacked" \
         else [v for s in new["series"] for v in s["values"]]
-    return new if max(tops) <= top else None
+    return new if max(tops) <= ticks[-1] else None
 
 
 def _twin_scene(scene: Scene, k: int, avoid: int | None, draw: bool) -> Scene | None:
@@ -866,10 +1091,12 @@ def _twin_scene(scene: Scene, k: int, avoid: int | None, draw: bool) -> Scene | 
     return twin
 
 
-def _differs(a: str, b: str, answer_type: str) -> bool:
-    if answer_type == "number":
-        return abs(float(a) - float(b)) > NUMBER_TOLERANCE * max(abs(float(b)), 1e-9)
-    return a != b
+def _differs(a: str, task: Task) -> bool:
+    """Whether ``a`` is an answer the task's own matcher tells apart from its gold."""
+    if task.answer_type == "number":
+        p, g = float(a), float(task.answer)
+        return abs(p - g) > max(task.tolerance * max(abs(p), abs(g)), 1e-9)
+    return a != task.answer
 
 
 def twin(task: Task) -> Twin | None:
@@ -890,7 +1117,7 @@ def twin(task: Task) -> Twin | None:
         answer = ANSWERS[op](scene.spec, facts)
         if answer is not None and op == "choice":
             answer = next((k for k, v in facts["options"].items() if v == answer), None)
-        if answer is None or not _differs(answer, task.answer, task.answer_type):
+        if answer is None or not _differs(answer, task):
             continue
         scene = _twin_scene(task.scene, k, band, draw=True)
         assert scene is not None

@@ -32,6 +32,7 @@ from typing import Any
 
 from datagen.records import Step, Task, Turn
 from datagen.scenes.chart import KIND_BY_NAME, table_of, value_labels
+from datagen.scenes.chart_rules import NUMBER_READS
 from datagen.teachers.scripted.base import Say, task_rng
 from datagen.teachers.scripted.perception import Looker, colour_name
 from datagen.templates import load_yaml, render, render_string
@@ -300,9 +301,13 @@ class ChartScript:
             series = f.get("series")
             return render("code/chart_scatter_compute.py.j2", op=f["op"], series=series,
                           a=f.get("a"), b=f.get("b"), threshold=f.get("threshold"))
+        spec = task.scene.spec
+        # Measured values are snapped to the grid the question reads them to (it says so).
+        grid = spec["step"] if values is None and not spec["value_labels"] \
+            and f["op"] in NUMBER_READS else None
         return render("code/chart_compute.py.j2", values=values, key=self._compute_key(task, plan),
                       op=f["op"], a=f.get("a"), b=f.get("b"), threshold=f.get("threshold"),
-                      options=f.get("options"), variant=plan.variant)
+                      options=f.get("options"), variant=plan.variant, grid=grid)
 
     # measure ---------------------------------------------------------------------------------
 
