@@ -20,11 +20,13 @@ verl, not from us:
 
 The image. An RL row stores its image once, in ``images``; ``create_kwargs`` names it by its
 number (``{"image_index": 0}``). verl's ``RLHFDataset`` turns each ``<image>`` of the prompt into
-an image part that keeps the stored bytes (``{"type": "image", "bytes": …}``), and the agent loop
-keeps the prompt in the trajectory's ``AgentData.messages``, which ``execute`` receives: the tool
-reads the bytes from there (``prompt_image``), so the sandbox gets the very file the SFT traces
-ran on, not the processor's resized copy. An explicit ``create_kwargs={"image": …}`` (older
-rows, other loops) still wins; a loop that passes no ``agent_data`` needs it.
+an image part holding that image (``{"type": "image", "image": <PIL>}`` as ``datasets`` decodes
+the column, or ``{"type": "image", "bytes": …}`` for raw rows), and the agent loop keeps the
+prompt in the trajectory's ``AgentData.messages``, which ``execute`` receives: the tool reads
+the image from there (``prompt_image``): the stored pixels, exactly, not the processor's
+resized copy (a decoded image goes to the sandbox losslessly as PNG, as the embedded copy
+did). An explicit ``create_kwargs={"image": …}`` (older rows, other loops) still wins; a loop
+that passes no ``agent_data`` needs it.
 
 Sessions. The SFT traces rely on state persisting across the cells of a trajectory (variables,
 files in the scratch dir, ``input_image``), so the tool keeps one sandbox session per

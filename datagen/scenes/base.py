@@ -270,7 +270,9 @@ def phrasings(family: str) -> dict[str, tuple[str, ...]]:
                 found.append(entry)
                 continue
             for combo in itertools.product(*entry["parts"]):
-                found.append(" ".join(p.strip() for p in combo if p.strip()).replace(" \n", "\n"))
+                # Parts are sentences; one that starts a new line (options) keeps its newline.
+                text = " ".join(p.strip(" ") for p in combo if p.strip())
+                found.append(text.replace(" \n", "\n"))
         out[qtype] = tuple(dict.fromkeys(found))
     return out
 

@@ -425,7 +425,9 @@ def _draft(answer: str, facts: SearchFacts, options: dict[str, str] | None = Non
     names = {"attr": facts.get("attr"), "color": facts.get("color"),
              "shape": facts.get("shape"), "pattern": facts.get("pattern"),
              "target": _describe(t, facts.get("attr", "text")) if t else "",
-             "full": _describe(t) if t else "", "other": _describe(other) if other else ""}
+             "full": _describe(t) if t else "", "other": _describe(other) if other else "",
+             "named": " ".join(str(facts[k]) for k in ("pattern", "color", "shape")
+                               if facts.get(k))}
     return Draft(answer=answer, facts=facts, names=names, options=options,
                  grounding=tuple(tuple(b) for b in grounding),  # type: ignore[misc]
                  effort=effort or {})

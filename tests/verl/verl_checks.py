@@ -275,13 +275,15 @@ def test_the_readme_command_is_what_verl_reads(config: DictConfig, rows: list[di
     # The longest observation: stdout, stderr and error message capped at 10,000 chars each.
     assert loop.max_tool_response_length >= 3 * 10_000 + 200
     # Each row stores its image once: the tool is told its number, and the prompt's image part
-    # (RLHFDataset's) keeps the stored bytes, which the tool reads from the trajectory.
+    # (RLHFDataset's: the image as datasets decoded it) is what the tool reads from the
+    # trajectory (the session tests below compare its pixels with the SFT sandbox's).
     assert all(row["tools_kwargs"][TOOL_NAME]["create_kwargs"] == {"image_index": 0}
                for row in rows)
     parts = [part for row in rows for message in row["raw_prompt"]
              if not isinstance(message["content"], str) for part in message["content"]
              if part["type"] == "image"]
-    assert len(parts) == len(rows) and all(part["bytes"] for part in parts)
+    assert len(parts) == len(rows)
+    assert all(isinstance(part.get("image"), Image.Image) or part.get("bytes") for part in parts)
 
 
 def test_calls_of_one_trajectory_share_the_sft_session(loop: ToolAgentLoop, sft_sandbox: Sandbox,
