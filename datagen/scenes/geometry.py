@@ -474,6 +474,10 @@ def render_figure(spec: Spec, compress_level: int = 6
     for a, b, text in spec["side_labels"]:
         boxes.append(list(_side_label(d, px[a], px[b], text, centre(a))))
     lines = _lines(spec, px)
+    # A vertex with an angle mark: its letter goes beyond the mark's arc (radius 26 px), on
+    # the side away from the marked angle (its arms' mean direction, reversed).
+    arced = {v: ((px[a][0] + px[b][0]) / 2, (px[a][1] + px[b][1]) / 2)
+             for a, v, b, _ in spec["angle_labels"]}
     for name in spec["labelled"]:
         x, y = px[name]
         d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=INK)
@@ -481,7 +485,9 @@ def render_figure(spec: Spec, compress_level: int = 6
         if spec.get("coord_labels"):
             gx, gy = spec["given"][name]
             label = f"{name}({gx}, {gy})"
-        spot = _letter_spot(d, (x, y), centre(name), label, boxes, lines)
+        away_from = arced.get(name, centre(name))
+        spot = _letter_spot(d, (x, y), away_from, label, boxes, lines,
+                            extra=18 if name in arced else 0)
         boxes.append(list(_text(d, spot, label, 20)))
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False, compress_level=compress_level)
@@ -496,12 +502,12 @@ def _lines(spec: Spec, px: dict[str, tuple[float, float]]) -> list[tuple[tuple[f
 
 def _letter_spot(d: ImageDraw.ImageDraw, p: tuple[float, float], centre: tuple[float, ...],
                  label: str, boxes: list[list[float]],
-                 lines: list[tuple[tuple[float, float], tuple[float, float]]]
-                 ) -> tuple[float, float]:
+                 lines: list[tuple[tuple[float, float], tuple[float, float]]],
+                 extra: float = 0.0) -> tuple[float, float]:
     """Where a vertex letter goes: away from its figure's centre, or turned from there in
     steps of 45° until its text box is clear of every line and label (measured, not guessed:
     a letter on the transversal or under a side's number is a collision)."""
-    dist = 24 + 3 * len(label)
+    dist = 24 + 3 * len(label) + extra
     away = _away(p, centre, 1.0)
     base = math.atan2(away[1] - p[1], away[0] - p[0])
     font = _font(20)
