@@ -207,10 +207,12 @@ RL_FEATURES = datasets.Features(
             "family": datasets.Value("string"),
             "task_type": datasets.Value("string"),
             "need_tools_kwargs": datasets.Value("bool"),
-            # An Image feature is stored as {bytes, path}; datasets hands the tool a PIL image.
+            # The tool's image is the row's image number ``image_index`` (stored once, in
+            # ``images``): verl's RLHFDataset puts it into the prompt's image part, which the
+            # tool reads from the trajectory's messages (``datagen.verl_tool``).
             "tools_kwargs": {
                 "execute_python_code": {
-                    "create_kwargs": {"image": datasets.Image()},
+                    "create_kwargs": {"image_index": datasets.Value("int64")},
                 },
             },
         },

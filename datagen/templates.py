@@ -8,6 +8,7 @@ editable install, at the repository's top level.
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import yaml
 
 from datagen.errors import TemplateError
 
-__all__ = ["render", "render_string", "resource_dir", "load_yaml"]
+__all__ = ["indefinite", "render", "render_string", "resource_dir", "load_yaml"]
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent
 
@@ -29,9 +30,22 @@ def resource_dir(kind: str) -> Path:
     raise TemplateError(f"cannot find the {kind}/ folder; reinstall codedance-datagen")
 
 
+def indefinite(phrase: str) -> str:
+    """``phrase`` with its indefinite article: "an outline pink star", "a striped one", "an 8".
+
+    Templates use it as the filter ``a``: ``{{ target | a }}``.
+    """
+    word = phrase.strip().split(" ", 1)[0].lower()
+    vowel = word[:1] in ("a", "e", "i", "o") or (word[:1] == "u" and not word.startswith(
+        ("uni", "use", "usu", "uti")))
+    # Numbers said with a vowel: eight..., eleven, eighteen (and their thousands).
+    vowel = vowel or re.fullmatch(r"8[\d,.]*|1[18](?:,?\d{3})*", word) is not None
+    return f"{'an' if vowel else 'a'} {phrase.strip()}"
+
+
 @functools.cache
 def _env(kind: str) -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(resource_dir(kind)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -39,6 +53,8 @@ def _env(kind: str) -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
+    env.filters["a"] = indefinite
+    return env
 
 
 def render(name: str, /, folder: str = "templates", **context: Any) -> str:

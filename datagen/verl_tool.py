@@ -18,6 +18,16 @@ verl, not from us:
 * images a cell shows go back as images; verl places them before the text, so the ``<image>``
   lines of the SFT text are dropped from the tool's text.
 
+The image. An RL row stores its image once, in ``images``; ``create_kwargs`` names it by its
+number (``{"image_index": 0}``). verl's ``RLHFDataset`` turns each ``<image>`` of the prompt into
+an image part holding that image (``{"type": "image", "image": <PIL>}`` as ``datasets`` decodes
+the column, or ``{"type": "image", "bytes": …}`` for raw rows), and the agent loop keeps the
+prompt in the trajectory's ``AgentData.messages``, which ``execute`` receives: the tool reads
+the image from there (``prompt_image``): the stored pixels, exactly, not the processor's
+resized copy (a decoded image goes to the sandbox losslessly as PNG, as the embedded copy
+did). An explicit ``create_kwargs={"image": …}`` (older rows, other loops) still wins; a loop
+that passes no ``agent_data`` needs it.
+
 Sessions. The SFT traces rely on state persisting across the cells of a trajectory (variables,
 files in the scratch dir, ``input_image``), so the tool keeps one sandbox session per
 trajectory:
@@ -72,7 +82,8 @@ from datagen.messages import observation_text, split_reply
 from datagen.sandbox import CellResult, Sandbox, Session
 
 __all__ = ["TOOL_NAME", "TOOL_PARSER", "TOOL_SCHEMA", "CodeTool", "CodeToolParser", "ToolCall",
-           "ToolReply", "TrajectorySessions", "image_bytes", "reply_calls", "reply_text"]
+           "ToolReply", "TrajectorySessions", "image_bytes", "prompt_image", "reply_calls",
+           "reply_text"]
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +203,28 @@ def image_bytes(image: Any) -> bytes:
         image.save(buf, format="PNG")
         return buf.getvalue()
     raise TypeError(f"cannot read an image from {type(image).__name__}")
+
+
+def prompt_image(messages: Any, index: int) -> bytes:
+    """The bytes of image number ``index`` of a prompt as verl's ``RLHFDataset`` builds it:
+    the ``index``-th image part (``{"type": "image", "bytes": …}`` or ``{"type": "image",
+    "image": …}``) over the messages' content lists. Raises ValueError when there is none."""
+    seen = 0
+    for message in messages or ():
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, str) or not content:
+            continue
+        for part in content:
+            if not isinstance(part, Mapping) or part.get("type") != "image":
+                continue
+            if seen == index:
+                if part.get("bytes"):  # the stored file, as RLHFDataset keeps it
+                    return bytes(part["bytes"])
+                return image_bytes(part["image"] if part.get("image") is not None else part)
+            seen += 1
+    raise ValueError(f"{TOOL_NAME}: the prompt has {seen} image part(s), no image number "
+                     f"{index} (create_kwargs.image_index); is the RL set's images column "
+                     "loaded (data.image_key)?")
 
 
 def reply_text(result: CellResult, wrap: bool = False) -> str:
@@ -389,7 +422,8 @@ class TrajectorySessions:
 class _Instance:
     """One ``create``/``release`` pair: the row's image and, without ``agent_data``, a session."""
 
-    image: bytes
+    image: bytes | None
+    image_index: int = 0
     session: Session | None = None
     calls: int = 0
     ok_calls: int = 0
@@ -453,17 +487,20 @@ class CodeTool(_Base):  # type: ignore[misc, valid-type]
         return ToolReply(text=text, image=images or None)
 
     async def create(self, instance_id: str | None = None, **kwargs: Any) -> tuple[str, Any]:
-        """Take the row's image (``create_kwargs={"image": …}`` or ``image=…``); returns
-        ``(instance_id, empty reply)`` as verl's tool agent loop expects. No session starts
-        here: upstream verl calls this around every call, and the trajectory's session is
-        found in ``execute``."""
+        """Take the row's image: ``create_kwargs={"image_index": n}`` (the prompt's image
+        number n, read in ``execute`` from the trajectory's messages) or an explicit
+        ``create_kwargs={"image": …}`` / ``image=…``; returns ``(instance_id, empty reply)`` as
+        verl's tool agent loop expects. No session starts here: upstream verl calls this
+        around every call, and the trajectory's session is found in ``execute``."""
         instance_id = instance_id or uuid4().hex
         params = dict(kwargs.get("create_kwargs") or {})
         image = params.get("image", kwargs.get("image"))
-        if image is None:
-            raise ValueError(f"{TOOL_NAME}: no image in create_kwargs (extra_info.tools_kwargs."
-                             f"{TOOL_NAME}.create_kwargs.image)")
-        self._instances[instance_id] = _Instance(image_bytes(image))
+        index = params.get("image_index")
+        if image is None and not isinstance(index, int):
+            raise ValueError(f"{TOOL_NAME}: no image and no image_index in create_kwargs "
+                             f"(extra_info.tools_kwargs.{TOOL_NAME}.create_kwargs)")
+        self._instances[instance_id] = _Instance(
+            None if image is None else image_bytes(image), int(index or 0))
         return instance_id, self._reply("")
 
     async def execute(self, instance_id: str, parameters: dict[str, Any],
@@ -478,7 +515,10 @@ class CodeTool(_Base):  # type: ignore[misc, valid-type]
             return self._reply("Execution error: ValueError: no code given"), 0.0, \
                 {"success": False}
         if agent_data is not None:
-            entry = self.trajectories.get(agent_data, instance.image)
+            image = instance.image
+            if image is None:
+                image = prompt_image(getattr(agent_data, "messages", None), instance.image_index)
+            entry = self.trajectories.get(agent_data, image)
             result = await asyncio.to_thread(self.trajectories.run, entry, code, self.timeout)
         else:
             result = await asyncio.to_thread(self._run_in_instance, instance, code)
@@ -491,6 +531,9 @@ class CodeTool(_Base):  # type: ignore[misc, valid-type]
         return self._reply(reply_text(result, self.wrap), images), 0.0, metrics
 
     def _run_in_instance(self, instance: _Instance, code: str) -> CellResult:
+        if instance.image is None:
+            raise ValueError(f"{TOOL_NAME}: no agent_data to read the prompt's image from; a "
+                             "loop that passes none must give create_kwargs={'image': …}")
         if instance.session is None:
             instance.session = self._open_session(instance.image)
         return instance.session.run(code, self.timeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import io
 import json
 import subprocess
@@ -26,6 +27,7 @@ from datagen.verl_tool import (
     CodeToolParser,
     ToolCall,
     image_bytes,
+    prompt_image,
     reply_calls,
     reply_text,
 )
@@ -139,6 +141,61 @@ async def _verl_call(tool: CodeTool, image: Any, code: str, traj: _Trajectory) -
         return reply
     finally:
         await tool.release(instance_id)
+
+
+def _prompt(image: bytes) -> list[dict[str, Any]]:
+    """A raw prompt as verl's RLHFDataset builds it from an RL row: the ``<image>`` of the user
+    turn split into an image part that keeps the stored ``{bytes, path}`` (and a PIL image)."""
+    return [{"role": "system", "content": "You run code."},
+            {"role": "user", "content": [
+                {"type": "image", "bytes": image, "path": None,
+                 "image": Image.open(io.BytesIO(image))},
+                {"type": "text", "text": "\nWhat is it?"}]}]
+
+
+def test_the_tool_reads_the_rows_one_image_from_the_prompt(sandbox: Sandbox) -> None:
+    # An RL row stores its image once: create_kwargs names it by number, and the tool takes
+    # the bytes from the trajectory's messages, the very file (not a re-encoded copy).
+    tool = CodeTool({}, None, sandbox=sandbox)
+    png = _png((30, 20))
+    traj = _Trajectory("r1")
+    traj.messages = _prompt(png)  # type: ignore[attr-defined]
+
+    async def run() -> Any:
+        instance_id, _ = await tool.create(create_kwargs={"image_index": 0})
+        try:
+            code = "import hashlib\nprint(input_image.size, " \
+                   "hashlib.md5(input_image.tobytes()).hexdigest())"
+            reply, _, _ = await tool.execute(instance_id, {"code": code}, agent_data=traj)
+            return reply
+        finally:
+            await tool.release(instance_id)
+
+    try:
+        reply = asyncio.run(run())
+    finally:
+        tool.close()
+    pixels = Image.open(io.BytesIO(png)).convert("RGB").tobytes()
+    assert reply.text.endswith(f"(30, 20) {hashlib.md5(pixels).hexdigest()}")
+    assert prompt_image(_prompt(png), 0) == png
+
+
+def test_a_missing_prompt_image_is_a_clear_error(sandbox: Sandbox) -> None:
+    tool = CodeTool({}, None, sandbox=sandbox)
+    with pytest.raises(ValueError, match="no image number 1"):
+        prompt_image(_prompt(_png()), 1)
+    with pytest.raises(ValueError, match="no image number 0"):
+        prompt_image([{"role": "user", "content": "<image>\nno parts"}], 0)
+
+    async def without_agent_data() -> None:
+        instance_id, _ = await tool.create(create_kwargs={"image_index": 0})
+        try:
+            await tool.execute(instance_id, {"code": "print(1)"})
+        finally:
+            await tool.release(instance_id)
+
+    with pytest.raises(ValueError, match="no agent_data"):
+        asyncio.run(without_agent_data())
 
 
 def _wait_until(condition: Any, timeout: float = 10.0) -> bool:

@@ -68,11 +68,25 @@ _LATEX = [
     (re.compile(r"\\sqrt\s*(\d+)"), r"sqrt(\1)"),
     (re.compile(r"√\s*(\d+(?:\.\d+)?)"), r"sqrt(\1)"),
 ]
+# A degree mark: ``°``, LaTeX ``^\circ`` / ``^{\circ}``, or the word (after a number).
+_DEGREE_MARK = r"(?:°|\^\s*\{?\s*\\circ\s*\}?|\\circ|\s*degrees?\b|\s*deg\b)"
+_DEGREES = re.compile(r"(\d+(?:\.\d+)?)\s*" + _DEGREE_MARK)
+_TRIG = re.compile(r"(?:sin|cos|tan)(?![a-z])")
 _PLAIN = {"\\pi": "pi", "π": "pi", "√": "sqrt", "\\cdot": "*", "\\times": "*", "×": "*",
-          "·": "*", "−": "-", "^": "**", "\\left": "", "\\right": "", "°": "", "$": "",
+          "·": "*", "−": "-", "^": "**", "\\left": "", "\\right": "",
+          "\\sin": "sin", "\\cos": "cos", "\\tan": "tan", "°": "", "$": "",
           "{": "(", "}": ")", "\\,": "", "degrees": ""}
 _ALLOWED = re.compile(r"[0-9a-z+\-*/(). ]*")
 _POWER_OK = re.compile(r"\*\*\s*(?:\(?-?\d{1,2}(?:/\d{1,2})?\)?)(?!\s*\*\*)")
+
+
+def _degrees(text: str) -> str:
+    """Degree marks read as degrees: inside a trigonometric answer (``20 sin 70°``) a number
+    marked in degrees becomes radians, as sympy's ``sin`` takes them; anywhere else the mark
+    is dropped (``35°`` is the angle 35 of an answer asked in degrees)."""
+    if _TRIG.search(text):
+        return _DEGREES.sub(lambda m: f"({m.group(1)}*pi/180)", text)
+    return _DEGREES.sub(lambda m: m.group(1), text)
 
 
 def parse_expression(text: str) -> sp.Expr | None:
@@ -80,6 +94,7 @@ def parse_expression(text: str) -> sp.Expr | None:
     t = text.strip().lower().rstrip(".")
     if not t or len(t) > 200:
         return None
+    t = _degrees(t)
     for _ in range(3):  # nested \frac{\sqrt{..}}{..}
         for pattern, repl in _LATEX:
             t = pattern.sub(repl, t)

@@ -12,7 +12,7 @@ rows at a time. Each problem names its file, row and check:
     code           a ```python block that does not parse
     observation    a user turn after the first that is not a ``<tool_response>`` block
     rl_fields      an RL value verl needs that is empty or wrong (style, agent_name, answer, tool
-                   image, need_tools_kwargs)
+                   image index, need_tools_kwargs)
 """
 
 from __future__ import annotations
@@ -204,10 +204,11 @@ def _rl_problems(row: dict[str, Any]) -> Iterator[tuple[str, str]]:
     if info.get("need_tools_kwargs") is not True:
         yield "rl_fields", "extra_info.need_tools_kwargs is not true"
     kwargs = ((info.get("tools_kwargs") or {}).get("execute_python_code") or {})
-    image = (kwargs.get("create_kwargs") or {}).get("image") or {}
-    if not (image.get("bytes") or image.get("path")):
-        yield "rl_fields", "extra_info.tools_kwargs.execute_python_code.create_kwargs.image " \
-                           "is empty"
+    index = (kwargs.get("create_kwargs") or {}).get("image_index")
+    images = len(row.get("images") or [])  # no images at all is image_tokens' finding
+    if images and (not isinstance(index, int) or not 0 <= index < images):
+        yield "rl_fields", "extra_info.tools_kwargs.execute_python_code.create_kwargs." \
+                           f"image_index is {index!r}, not the number of one of the row's images"
     for key in ("question", "answer_type", "task_type", "family", "difficulty"):
         if not info.get(key):
             yield "rl_fields", f"extra_info.{key} is empty"

@@ -25,6 +25,7 @@ from PIL import Image
 from rich.table import Table
 
 from datagen.atomic import atomic_path
+from datagen.inspect.balance import blind_guess
 from datagen.reader import PublishedSet, open_published, row_images
 
 __all__ = ["FUNNEL", "SetSummary", "plot_summary", "summarize", "summary_tables", "write_plots"]
@@ -58,6 +59,8 @@ class SetSummary:
     image_sizes: list[tuple[str, int, int]] = field(default_factory=list)  # family, w, h
     funnel: dict[str, int] = field(default_factory=dict)  # empty when nothing says it
     reject_reasons: dict[str, int] = field(default_factory=dict)
+    # (task type, answer type, question, answer) per row, for the blind-guess table.
+    answers: list[tuple[str, str, str, str]] = field(default_factory=list)
     funnel_source: str = ""  # "stats.json", "rejects.jsonl" or ""
 
 
@@ -97,6 +100,9 @@ def summarize(published: PublishedSet) -> SetSummary:
         s.by_task_type[str(_meta(row, "task_type") or "unknown")] += 1
         s.by_difficulty[str(_meta(row, "difficulty") or "unknown")] += 1
         s.by_answer_type[str(_meta(row, "answer_type") or "unknown")] += 1
+        s.answers.append((str(_meta(row, "task_type") or "unknown"),
+                          str(_meta(row, "answer_type") or "unknown"),
+                          str(_meta(row, "question") or ""), str(_meta(row, "answer") or "")))
         messages = row.get("messages")
         if messages:
             s.turns[sum(m["role"] == "assistant" for m in messages)] += 1
@@ -148,6 +154,20 @@ def _spread(values: list[int]) -> str:
     return f"{min(values)} / {statistics.median(values):g} / {max(values)}" if values else "—"
 
 
+def _guess_table(s: SetSummary) -> Table:
+    """Per task type, how often its most common answer is right, against chance."""
+    table = Table(title="blind guessing (most common answer per task type)",
+                  title_justify="left")
+    for name, justify in (("task type", "left"), ("rows", "right"), ("answer", "left"),
+                          ("share", "right"), ("chance", "right"), ("balanced", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for g in blind_guess(s.answers):
+        verdict = ("yes" if g.balanced else "no") if g.measured else "too few rows"
+        table.add_row(g.task_type, str(g.rows), g.majority[:24], f"{100 * g.share:.1f} %",
+                      f"{100 * g.chance:.1f} %", verdict)
+    return table
+
+
 def summary_tables(s: SetSummary) -> list[Table]:
     """Rich tables: overview with the funnel, then the mixes, reasons, turns and sizes."""
     overview = Table(title=f"{s.source} ({s.config}): {s.rows} rows", title_justify="left",
@@ -168,6 +188,8 @@ def summary_tables(s: SetSummary) -> list[Table]:
               _counts_table("rows by difficulty", s.by_difficulty, s.rows,
                             [*_DIFFICULTIES, *sorted(set(s.by_difficulty) - set(_DIFFICULTIES))]),
               _counts_table("rows by answer type", s.by_answer_type, s.rows)]
+    if s.answers:
+        tables.append(_guess_table(s))
     if s.reject_reasons:
         tables.append(_counts_table("rejects by reason", s.reject_reasons,
                                     sum(s.reject_reasons.values())))

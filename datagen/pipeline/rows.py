@@ -100,7 +100,8 @@ def rl_row(task: Task, index: int, split: str = "train", weak_pass_rate: float |
             "family": task.scene.family,
             "task_type": task.task_type,
             "need_tools_kwargs": True,
-            "tools_kwargs": {"execute_python_code": {"create_kwargs": {"image": image}}},
+            # The image is stored once (in ``images``); the tool reads it from the prompt.
+            "tools_kwargs": {"execute_python_code": {"create_kwargs": {"image_index": 0}}},
         },
         "id": task.id,
         "scene_id": task.scene.id,

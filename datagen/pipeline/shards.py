@@ -47,6 +47,7 @@ from datagen.pipeline.rows import reject_record, rl_row, rl_table, sft_row, sft_
 from datagen.records import Task, Trajectory
 from datagen.release.dedup import Signatures, signatures
 from datagen.sandbox import Sandbox
+from datagen.scenes.base import failed_rules
 from datagen.scenes.registry import get_family
 from datagen.teachers import get_teacher
 from datagen.teachers.base import SamplingTeacher, Teacher, Usage
@@ -81,6 +82,12 @@ class ShardSummary:
     # every try whose answer was right (so before any was rejected for them).
     grounding: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     grounding_seconds: float = 0.0  # what those checks cost, in all
+    # Ambiguity checks (``Family.rules``), by "family.rule": the tasks each applied to, the
+    # tasks it rejected when they were posed, and per kept row the rules it fails (none: a
+    # rejected task never becomes a row; the card shows that published rows pass them all).
+    ambiguity_checked: dict[str, int] = field(default_factory=dict)
+    ambiguity_rejected: dict[str, int] = field(default_factory=dict)
+    ambiguity_failed: list[list[str]] = field(default_factory=list)
     # Tries run (tasks x attempts) and, for an LLM teacher, its calls (cached ones are free).
     attempts: int = 0
     api_calls: int = 0
@@ -292,12 +299,19 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None,
     place = cfg.locate(index)
     family = get_family(place.family)
     posed: list[tuple[Task, int]] = []  # task, image long side
+    checked: Counter[str] = Counter()
+    rejected: Counter[str] = Counter()
     first = place.number * cfg.shard_size + (RL_SCENE_BASE if place.split == "rl" else 0)
     for scene_index in range(first, first + cfg.shard_size):
         scene = family.make_scene(scene_index, cfg.seed, cfg.scene_options())
         with Image.open(io.BytesIO(scene.image)) as im:
             side = max(im.size)
-        posed += [(task, side) for task in family.pose(scene, cfg.questions_per_scene)]
+        for task in family.pose(scene, cfg.questions_per_scene):
+            checked.update(f"{family.name}.{r.name}" for r in family.rules if r.applies(task))
+            failed = failed_rules(family.rules, task)
+            rejected.update(f"{family.name}.{name}" for name in failed)
+            if not failed:  # an ambiguous question never becomes a row
+                posed.append((task, side))
     posed_event = None if on_task is None else functools.partial(_posed, on_task, index,
                                                                   len(posed))
     # An RL prompt is done once labelled: with a weak model that is the shard's slow part, so
@@ -314,6 +328,8 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None,
         pq.write_table(built.table, tmp)
     write_text(rejects_path, "".join(json.dumps(r, sort_keys=True) + "\n"
                                      for r in built.rejects))
+    ambiguous = [[f"{family.name}.{name}" for name in failed_rules(family.rules, task)]
+                 for task in built.kept_tasks]
     signatures(built.kept).save(sig_path)
     usage = built.usage
     summary = ShardSummary(
@@ -330,6 +346,8 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None,
         weak_prompt_tokens=weak_usage.prompt_tokens,
         weak_completion_tokens=weak_usage.completion_tokens,
         weak_cost_usd=round(weak_usage.cost_usd, 6),
+        ambiguity_checked=dict(checked), ambiguity_rejected=dict(rejected),
+        ambiguity_failed=ambiguous,
     )
     write_text(marker_path, json.dumps(asdict(summary)))
     return summary
@@ -341,6 +359,7 @@ class _Built:
 
     table: Any
     kept: list[tuple[bytes, str, str, str]] = field(default_factory=list)  # for signatures
+    kept_tasks: list[Task] = field(default_factory=list)
     rejects: list[dict[str, Any]] = field(default_factory=list)
     difficulties: list[str] = field(default_factory=list)
     trivial: list[bool] = field(default_factory=list)
@@ -357,6 +376,7 @@ class _Built:
 
     def keep(self, task: Task, side: int, difficulty: str, trivial: bool) -> None:
         self.kept.append((task.scene.image, task.question, task.answer, task.scene.id))
+        self.kept_tasks.append(task)
         self.difficulties.append(difficulty)
         self.trivial.append(trivial)
         self.sides.append(side)

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from datagen import GENERATOR_VERSION
 from datagen.config import BuildConfig, public_url
+from datagen.inspect.balance import MARGIN, blind_guess
 from datagen.inspect.stats import write_plots
 from datagen.pipeline.shards import ShardSummary
 from datagen.release.select import (
@@ -21,10 +22,12 @@ from datagen.release.select import (
     dedup_rule,
     loaded_benchmarks,
 )
+from datagen.scenes.base import LEVEL_CUTS
+from datagen.scenes.registry import FAMILIES
 from datagen.teachers.weak import EASY_AT, MEDIUM_AT
 
-__all__ = ["common_stats", "histograms", "plots", "rl_stats", "sft_stats", "teacher_stats",
-           "weak_stats"]
+__all__ = ["ambiguity_stats", "blind_guess_table", "common_stats", "histograms", "plots",
+           "rl_stats", "sft_stats", "teacher_stats", "weak_stats"]
 
 def plots(root: Path, chosen: dict[str, Selection]) -> list[str]:
     """The card's plots, drawn from the release laid out in ``root`` (the stage)."""
@@ -80,10 +83,44 @@ def _mix_counts(cols: dict[str, list[Any]]) -> dict[str, Any]:
     }
 
 
+def ambiguity_stats(families: list[str], shards: list[ShardSummary],
+                    picked: list[Position]) -> list[dict[str, Any]]:
+    """Per ambiguity rule of the ``families`` built: the questions it checked and rejected
+    when they were posed (every split), and the published rows of ``picked`` that fail it."""
+    by_index = {s.index: s for s in shards}
+    failing: Counter[str] = Counter()
+    for shard, row in picked:
+        failed = by_index[shard].ambiguity_failed
+        failing.update(failed[row] if row < len(failed) else ())
+    checked: Counter[str] = Counter()
+    rejected: Counter[str] = Counter()
+    for s in shards:
+        checked.update(s.ambiguity_checked)
+        rejected.update(s.ambiguity_rejected)
+    out = []
+    for name, family in FAMILIES.items():
+        if name not in families:
+            continue
+        for rule in family.rules:
+            key = f"{name}.{rule.name}"
+            out.append({"rule": key, "says": rule.says, "checked": checked[key],
+                        "rejected": rejected[key], "published_failing": failing[key]})
+    return out
+
+
+def blind_guess_table(task_types: list[str], answer_types: list[str], questions: list[str],
+                      answers: list[str]) -> list[dict[str, Any]]:
+    """The blind-guess table of the published rows (``inspect.balance``)."""
+    rows = zip(task_types, answer_types, questions, answers, strict=True)
+    return [{"task_type": g.task_type, "rows": g.rows, "majority": g.majority,
+             "share": g.share, "chance": g.chance, "bound": round(g.bound, 4),
+             "measured": g.measured, "balanced": g.balanced} for g in blind_guess(rows)]
+
+
 def sft_stats(cfg: BuildConfig, shards: list[ShardSummary], paths: list[Path],
                reasons: Counter[str]) -> dict[str, Any]:
     cols = _columns(paths, ["task_type", "difficulty", "style", "answer_type",
-                            "weak_pass_rate", "trivial"])
+                            "weak_pass_rate", "trivial", "question", "answer"])
     tasks = sum(s.tasks for s in shards)
     verified = sum(s.kept for s in shards)
     cells = [c for s in shards for c in s.cell_seconds]
@@ -101,6 +138,9 @@ def sft_stats(cfg: BuildConfig, shards: list[ShardSummary], paths: list[Path],
         "trivial_rows": sum(cols["trivial"]),
         "by_weak_pass_rate": dict(sorted(rates.items())),
         "grounding": grounding_rates(shards),
+        "blind_guess": blind_guess_table(cols["task_type"], cols["answer_type"],
+                                         cols["question"], cols["answer"]),
+        "distinct_questions": len(set(cols["question"])),
     }
 
 
@@ -128,7 +168,8 @@ def grounding_rates(shards: list[ShardSummary]) -> dict[str, dict[str, str]]:
 def rl_stats(cfg: BuildConfig, shards: list[ShardSummary], paths: list[Path],
               sel: Selection) -> dict[str, Any]:
     cols = _columns(paths, ["extra_info.task_type", "extra_info.difficulty",
-                            "extra_info.answer_type", "trivial"])
+                            "extra_info.answer_type", "trivial", "extra_info.question",
+                            "extra_info.answer"])
     return {
         **_mix_counts(cols),
         "requested": cfg.n,
@@ -138,6 +179,9 @@ def rl_stats(cfg: BuildConfig, shards: list[ShardSummary], paths: list[Path],
         "mix_met": sel.mix_met,
         "trivial_rows": sum(cols["trivial"]),
         "keep_trivial": cfg.keep_trivial,
+        "blind_guess": blind_guess_table(cols["task_type"], cols["answer_type"],
+                                         cols["question"], cols["answer"]),
+        "distinct_questions": len(set(cols["question"])),
     }
 
 
@@ -165,6 +209,10 @@ def common_stats(cfg: BuildConfig, shards: list[ShardSummary],
         "contam_ngram": cfg.contam_ngram,
         "exclude": [str(p) for p in cfg.exclude],
         "splits": {},
+        "ambiguity": ambiguity_stats(list(cfg.families), shards,
+                                     [p for sel in chosen.values() for p in sel.picked]),
+        "difficulty_cuts": list(LEVEL_CUTS),
+        "guess_margin": MARGIN,
     }
 
 

@@ -935,7 +935,7 @@ def pose(scene: Scene, k: int, only: Collection[str] | None = None) -> list[Task
     """
     spec: Spec = scene.spec
     rng = pose_rng(scene)
-    poser = Poser("chart", scene, rng, numbered_ids=True)
+    poser = Poser("chart", scene, rng, numbered_ids=True, scene_effort=scene_effort(scene))
     for name in rng.permutation(KIND_BY_NAME[spec["kind"]].questions):
         if len(poser.tasks) == k:
             break
@@ -1127,6 +1127,15 @@ def twin(task: Task) -> Twin | None:
     return None
 
 
+def scene_effort(scene: Scene) -> dict[str, Any]:
+    """What a chart adds to a question's ``Effort``: the other marks (bars, points, slices) a
+    reader must tell the asked ones from, and values read against the axis when no value
+    labels are printed."""
+    spec = scene.spec
+    marks = sum(len(s.get("values") or s.get("points") or ()) for s in spec["series"])
+    return {"distractors": max(0, marks - 1), "off_axis": not spec.get("value_labels")}
+
+
 FAMILY = Family(name="chart", kinds={k.name: k.questions for k in CHART_KINDS},
                 questions=QUESTIONS, make_scene=make_scene, pose=pose, printed=printed,
-                secrets=secrets, twin=twin)
+                secrets=secrets, twin=twin, scene_effort=scene_effort)

@@ -33,14 +33,15 @@ from datagen.scenes.base import (
     Family,
     Poser,
     QuestionType,
+    Rule,
     Secrets,
     Twin,
     pose_rng,
 )
 
-__all__ = ["CONSTRUCTIONS", "COUNTED", "FAMILY", "QUESTIONS", "RELATED", "Construction",
-           "GeometrySpec", "labels", "make_scene", "pose", "printed", "render_figure", "secrets",
-           "twin"]
+__all__ = ["CONSTRUCTIONS", "COUNTED", "EFFORT", "FAMILY", "QUESTIONS", "RELATED", "RULES",
+           "Construction", "GeometrySpec", "collisions", "labels", "make_scene", "pose", "printed",
+           "render_figure", "secrets", "twin"]
 
 
 class GeometrySpec(TypedDict, total=False):
@@ -80,6 +81,7 @@ class GeometrySpec(TypedDict, total=False):
 Spec = GeometrySpec
 Rng = np.random.Generator
 MARGIN = 80
+_DRAW_TRIES = 80  # figures drawn until no label collides (the rule "label_collision" rechecks)
 POLYGON_SIDES = (5, 6, 8, 10, 12)
 MAX_LETTERED = 8  # polygons with more vertices than this carry no vertex letters
 RELATIONS = ("alternate", "corresponding", "co_interior")
@@ -101,6 +103,11 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
 
 def _deg(x: float) -> str:
     return f"{x:g}°"
+
+
+def _decimal(value: sp.Rational) -> str:
+    """A printed length as a reader writes it: ``7``, ``17.5`` (never a fraction)."""
+    return format(float(value), "g") if not value.is_integer else str(int(value))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +135,8 @@ def _right_triangle(rng: Rng) -> Spec:
         a, b = (int(v) for v in rng.integers(3, 13, size=2))
         c_len = math.hypot(a, b)
     else:
-        tri = [(3, 4, 5), (5, 12, 13), (8, 15, 17), (6, 8, 10), (7, 24, 25), (9, 12, 15)]
+        # Primitive triples only: each gives its own sine (3-4-5 and 6-8-10 both gave 4/5).
+        tri = [(3, 4, 5), (5, 12, 13), (8, 15, 17), (7, 24, 25), (20, 21, 29), (9, 40, 41)]
         a, b, c = tri[rng.integers(len(tri))]
         a, b = (a, b) if rng.random() < 0.5 else (b, a)
         c_len = c
@@ -288,7 +296,8 @@ def _composite(rng: Rng) -> Spec:
 
 def _parallel(rng: Rng) -> Spec:
     x = int(rng.choice([v for v in range(35, 165, 5) if v != 90]))
-    return _parallel_spec(x, str(rng.choice(RELATIONS)))
+    # Co-interior (answer 180 - x) half the time, so the answer is x as often as 180 - x.
+    return _parallel_spec(x, str(rng.choice(RELATIONS, p=[0.25, 0.25, 0.5])))
 
 
 def _parallel_spec(x: int, relation: str) -> Spec:
@@ -333,7 +342,7 @@ def _coordinate(rng: Rng) -> Spec:
 
 def _similar(rng: Rng) -> Spec:
     a, b, c = [(3, 4, 5), (5, 6, 7), (4, 6, 8), (6, 7, 9), (5, 8, 9)][rng.integers(5)]
-    k = sp.Rational(int(rng.integers(3, 8)), 2)
+    k = sp.Rational(int(rng.integers(3, 10)), 2)
     al = math.acos((b * b + c * c - a * a) / (2 * b * c))
     small = {"A": (0, 0), "B": (c, 0), "C": (b * math.cos(al), b * math.sin(al))}
     # A gap of 30 % of the big base: at 2.5 units the letters B and D ran into each other.
@@ -344,9 +353,10 @@ def _similar(rng: Rng) -> Spec:
     spec = _base("similar", {**small, **big})
     spec["figures"] = [list(small), list(big)]
     spec["segments"] = [["A", "B"], ["B", "C"], ["C", "A"], ["D", "E"], ["E", "F"], ["F", "D"]]
-    spec["side_labels"] = [["A", "B", str(c)], ["B", "C", str(a)], ["D", "E", str(k * c)],
+    # k is a half-integer: the side prints as a decimal ("17.5"), never as "35/2".
+    spec["side_labels"] = [["A", "B", str(c)], ["B", "C", str(a)], ["D", "E", _decimal(k * c)],
                            ["E", "F", "?"]]
-    spec["given"] = {"c": c, "a": a, "c2": str(k * c)}
+    spec["given"] = {"c": c, "a": a, "c2": _decimal(k * c)}
     return spec
 
 
@@ -463,6 +473,11 @@ def render_figure(spec: Spec, compress_level: int = 6
         boxes.append(list(_angle_mark(d, px[p], px[v], px[q], text)))
     for a, b, text in spec["side_labels"]:
         boxes.append(list(_side_label(d, px[a], px[b], text, centre(a))))
+    lines = _lines(spec, px)
+    # A vertex with an angle mark: its letter goes beyond the mark's arc (radius 26 px), on
+    # the side away from the marked angle (its arms' mean direction, reversed).
+    arced = {v: ((px[a][0] + px[b][0]) / 2, (px[a][1] + px[b][1]) / 2)
+             for a, v, b, _ in spec["angle_labels"]}
     for name in spec["labelled"]:
         x, y = px[name]
         d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=INK)
@@ -470,10 +485,73 @@ def render_figure(spec: Spec, compress_level: int = 6
         if spec.get("coord_labels"):
             gx, gy = spec["given"][name]
             label = f"{name}({gx}, {gy})"
-        boxes.append(list(_text(d, _away((x, y), centre(name), 24 + 3 * len(label)), label, 20)))
+        away_from = arced.get(name, centre(name))
+        spot = _letter_spot(d, (x, y), away_from, label, boxes, lines,
+                            extra=18 if name in arced else 0)
+        boxes.append(list(_text(d, spot, label, 20)))
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False, compress_level=compress_level)
     return buf.getvalue(), {k: [round(x, 2), round(y, 2)] for k, (x, y) in px.items()}, boxes
+
+
+def _lines(spec: Spec, px: dict[str, tuple[float, float]]) -> list[tuple[tuple[float, float],
+                                                                      tuple[float, float]]]:
+    """The straight lines drawn (segments and dashed ones), in pixels."""
+    return [(px[a], px[b]) for a, b in spec["segments"] + spec["dashed"]]
+
+
+def _letter_spot(d: ImageDraw.ImageDraw, p: tuple[float, float], centre: tuple[float, ...],
+                 label: str, boxes: list[list[float]],
+                 lines: list[tuple[tuple[float, float], tuple[float, float]]],
+                 extra: float = 0.0) -> tuple[float, float]:
+    """Where a vertex letter goes: away from its figure's centre, or turned from there in
+    steps of 45° until its text box is clear of every line and label (measured, not guessed:
+    a letter on the transversal or under a side's number is a collision)."""
+    dist = 24 + 3 * len(label) + extra
+    away = _away(p, centre, 1.0)
+    base = math.atan2(away[1] - p[1], away[0] - p[0])
+    font = _font(20)
+    first = None
+    for turn in (0, 45, -45, 90, -90, 135, -135, 180):
+        t = base + math.radians(turn)
+        spot = (p[0] + dist * math.cos(t), p[1] + dist * math.sin(t))
+        box = list(d.textbbox(spot, label, font=font, anchor="mm"))
+        first = first or spot
+        if not _box_collides(box, boxes, lines):
+            return spot
+    return first
+
+
+def _box_collides(box: list[float] | tuple[float, ...], boxes: list[list[float]],
+                  lines: list[tuple[tuple[float, float], tuple[float, float]]],
+                  pad: float = 2.0) -> bool:
+    """Whether a label's box overlaps another label's or is crossed by a drawn line."""
+    x0, y0, x1, y1 = box
+    for a0, b0, a1, b1 in boxes:
+        if x0 < a1 and a0 < x1 and y0 < b1 and b0 < y1:
+            return True
+    return any(_crosses(a, b, (x0 - pad, y0 - pad, x1 + pad, y1 + pad)) for a, b in lines)
+
+
+def _crosses(a: tuple[float, float], b: tuple[float, float],
+             box: tuple[float, float, float, float]) -> bool:
+    """Whether segment ab passes through ``box`` (Liang-Barsky clipping)."""
+    x0, y0, x1, y1 = box
+    dx, dy = b[0] - a[0], b[1] - a[1]
+    lo, hi = 0.0, 1.0
+    for p, q in ((-dx, a[0] - x0), (dx, x1 - a[0]), (-dy, a[1] - y0), (dy, y1 - a[1])):
+        if p == 0:
+            if q < 0:
+                return False
+            continue
+        r = q / p
+        if p < 0:
+            lo = max(lo, r)
+        else:
+            hi = min(hi, r)
+        if lo > hi:
+            return False
+    return True
 
 
 def _draw_grid(d: ImageDraw.ImageDraw, spec: Spec, px: dict[str, tuple[float, float]]) -> None:
@@ -544,7 +622,16 @@ def _angle_mark(d: ImageDraw.ImageDraw, p: tuple[float, float], v: tuple[float, 
     r = 26
     d.arc([v[0] - r, v[1] - r, v[0] + r, v[1] + r], start, end, fill=MARK, width=2)
     mid = math.radians((start + end) / 2)
-    return _text(d, (v[0] + 50 * math.cos(mid), v[1] + 50 * math.sin(mid)), text, 18, MARK)
+    # Out along the bisector until the text clears both arms (a narrow angle pushes it out).
+    rays = [(v, p), (v, q)]
+    font = _font(18)
+    dist = 50.0
+    while dist < 140:
+        spot = (v[0] + dist * math.cos(mid), v[1] + dist * math.sin(mid))
+        if not _box_collides(d.textbbox(spot, text, font=font, anchor="mm"), [], rays):
+            break
+        dist += 6
+    return _text(d, (v[0] + dist * math.cos(mid), v[1] + dist * math.sin(mid)), text, 18, MARK)
 
 
 def _side_label(d: ImageDraw.ImageDraw, a: tuple[float, float], b: tuple[float, float],
@@ -557,15 +644,19 @@ def _side_label(d: ImageDraw.ImageDraw, a: tuple[float, float], b: tuple[float, 
     return _text(d, spot, text, 19)
 
 
-def _overlaps(boxes: list[list[float]], size: list[int]) -> bool:
-    w, h = size
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
-        if x0 < 2 or y0 < 2 or x1 > w - 2 or y1 > h - 2:
-            return True
-        for a0, b0, a1, b1 in boxes[i + 1 :]:
-            if x0 < a1 and a0 < x1 and y0 < b1 and b0 < y1:
-                return True
-    return False
+def collisions(spec: Spec) -> int:
+    """How many of a rendered figure's labels collide: leave the canvas, overlap another
+    label, or are crossed by a drawn line (a "3" printed over the letter "B", a letter on
+    the transversal). Figures are drawn again until there are none."""
+    px = {k: (float(x), float(y)) for k, (x, y) in spec["pixels"].items()}
+    lines = _lines(spec, px)
+    boxes = spec["label_boxes"]
+    w, h = spec["size"]
+    out = 0
+    for i, box in enumerate(boxes):
+        outside = box[0] < 2 or box[1] < 2 or box[2] > w - 2 or box[3] > h - 2
+        out += outside or _box_collides(box, boxes[:i] + boxes[i + 1:], lines)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -576,14 +667,24 @@ def make_scene(index: int, seed: int, options: Mapping[str, Any] | None = None) 
     """Geometry scene number ``index`` of a run seeded with ``seed`` (pure; no options apply)."""
     rng = np.random.default_rng([seed, index, 0x6E0])
     construction = list(CONSTRUCTIONS.values())[int(rng.integers(len(CONSTRUCTIONS)))]
-    for _attempt in range(50):
+    mode: str | None = None
+    drawn: tuple[Spec, bytes] | None = None
+    for _attempt in range(_DRAW_TRIES):
         spec = construction.build(rng)
+        # A redraw keeps the first draw's mode: a mode whose figures collide more often would
+        # otherwise be asked about less.
+        mode = spec.get("mode") if drawn is None else mode
+        if spec.get("mode") != mode:
+            continue
         spec["size"] = [int(rng.integers(56, 73)) * 10, int(rng.integers(50, 65)) * 10]
         png, px, boxes = render_figure(spec)
-        if not _overlaps(boxes, spec["size"]):
+        spec["pixels"] = px
+        spec["label_boxes"] = boxes
+        drawn = spec, png
+        if not collisions(spec):
             break
-    spec["pixels"] = px
-    spec["label_boxes"] = boxes
+    assert drawn is not None  # the first draw always sets the mode it is then kept to
+    spec, png = drawn
     return Scene(id=f"geometry-{stable_id('geometry', seed, index)}", family="geometry",
                  kind=construction.name, seed=index, image=png, spec=spec,
                  difficulty=DIFFICULTIES[construction.level])
@@ -612,6 +713,31 @@ def _names(spec: Spec) -> dict[str, Any]:
             else names[0]}
 
 
+# What each question needs (its ``Effort``): the steps of its solution and the values it
+# reads off the figure. A polygon's sides are also counted (``counted``: they are not printed).
+EFFORT: dict[str, tuple[int, int]] = {
+    "hypotenuse": (2, 2), "right_area": (1, 2), "tan_ratio": (1, 2), "right_perimeter": (3, 2),
+    "missing_leg": (2, 2), "sin_ratio": (1, 2), "angle_sum": (1, 2), "exterior_angle": (1, 2),
+    "law_of_cosines": (3, 3), "heron_area": (3, 3), "triangle_perimeter": (1, 3),
+    "base_angle": (1, 1), "equilateral_area": (2, 1), "equilateral_height": (2, 1),
+    "circle_area": (1, 1), "circumference": (1, 1), "circle_area_decimal": (2, 1),
+    "inscribed_angle": (1, 1), "chord_length": (2, 2), "arc_length": (2, 2),
+    "tangent_length": (2, 2), "interior_angle": (2, 1), "exterior_angle_polygon": (1, 1),
+    "interior_sum": (1, 1), "polygon_perimeter": (1, 2), "hexagon_area": (2, 1),
+    "shaded_area": (3, 2), "rectangle_diagonal": (2, 2), "alternate_angle": (1, 1),
+    "corresponding_angle": (1, 1), "co_interior_angle": (1, 1), "parallel_choice": (1, 1),
+    "coord_distance": (2, 4), "midpoint_x": (1, 2), "slope": (1, 4), "coord_area": (3, 6),
+    "scale_factor": (1, 2), "similar_side": (2, 3),
+}
+
+
+def _effort(spec: Spec, name: str) -> dict[str, Any]:
+    """What a figure adds to a question's effort: the sides counted on a polygon."""
+    if spec["construction"] == "polygon" and name != "hexagon_area":
+        return {"counted": int(spec["given"]["n"])}
+    return {}
+
+
 def _question(name: str, atype: AnswerType, construction: str, mode: str | None,
               value: Callable[[Given], sp.Expr | None]) -> QuestionType:
     """A question about one construction (and mode), its answer ``value(given)`` exactly."""
@@ -622,9 +748,10 @@ def _question(name: str, atype: AnswerType, construction: str, mode: str | None,
         v = value(spec["given"])
         if v is None:
             return None
-        return Draft(answer=_format(v, atype), names=_names(spec))
+        return Draft(answer=_format(v, atype), names=_names(spec), effort=_effort(spec, name))
 
-    return QuestionType(name, atype, ("compute",), draft, harder=atype == "expression")
+    steps, values = EFFORT[name]
+    return QuestionType(name, atype, ("compute",), draft, steps=steps, values=values)
 
 
 def _parallel_answer(g: Given, relation: str) -> sp.Expr:
@@ -635,13 +762,21 @@ def _parallel_answer(g: Given, relation: str) -> sp.Expr:
 def _parallel_choice(spec: Spec) -> Draft | None:
     if spec["construction"] != "parallel":
         return None
-    x = S(spec["given"]["x"])
-    ans = _parallel_answer(spec["given"], spec["mode"])
-    wrong = list(dict.fromkeys(v for v in (180 - x, x, abs(90 - x), x + 20, x - 20)
-                               if v != ans and 0 < v < 180))
-    distractors = [int(v) for v in wrong[:3]]
-    return Draft(answer=str(int(ans)), facts={"distractors": distractors}, names=_names(spec),
-                 choices=tuple(f"{v}°" for v in [int(ans), *distractors]))
+    x = int(spec["given"]["x"])
+    ans = int(_parallel_answer(spec["given"], spec["mode"]))
+    other = 180 - ans
+    # The other of x and 180 - x is an option half the time (drawn from the figure, so the
+    # draft stays a function of the spec): otherwise "one of the two is listed" would give
+    # the answer away; the rest are near misses of either.
+    rng = np.random.default_rng([x, RELATIONS.index(spec["mode"]), 0xC401])
+    near = [v for v in (ans + 10, ans - 10, ans + 20, ans - 20, other + 10, other - 10,
+                        abs(90 - x)) if 0 < v < 180 and v not in (ans, other, 90)]
+    near = list(dict.fromkeys(near))
+    pool = [near[int(i)] for i in rng.permutation(len(near))]
+    distractors = ([other] if rng.random() < 0.5 else []) + pool
+    distractors = distractors[:3]
+    return Draft(answer=str(ans), facts={"distractors": distractors}, names=_names(spec),
+                 choices=tuple(f"{v}°" for v in [ans, *distractors]))
 
 
 def _heron(g: Given) -> sp.Expr:
@@ -712,7 +847,7 @@ QUESTIONS: dict[str, QuestionType] = {q.name: q for q in (
     *(_question(f"{relation}_angle", "integer", "parallel", relation,
                 functools.partial(_parallel_answer, relation=relation))
       for relation in ("alternate", "corresponding", "co_interior")),
-    QuestionType("parallel_choice", "choice", ("compute",), _parallel_choice),
+    QuestionType("parallel_choice", "choice", ("compute",), _parallel_choice, steps=1, values=1),
     _question("coord_distance", "expression", "coordinate", None,
               lambda g: sp.sqrt(S(g["B"][0] - g["A"][0]) ** 2 + S(g["B"][1] - g["A"][1]) ** 2)),
     _question("midpoint_x", "number", "coordinate", None,
@@ -724,7 +859,7 @@ QUESTIONS: dict[str, QuestionType] = {q.name: q for q in (
     _question("scale_factor", "expression", "similar", None, _scale),
     _question("similar_side", "expression", "similar", None, lambda g: _scale(g) * S(g["a"])),
 )}
-"""Every geometry question type; ``expression`` answers are one level harder than the figure."""
+"""Every geometry question type (its ``Effort`` from ``EFFORT``)."""
 
 _KIND_QUESTIONS: dict[str, tuple[str, ...]] = {
     "right_triangle": ("hypotenuse", "right_area", "tan_ratio", "right_perimeter", "missing_leg",
@@ -831,11 +966,13 @@ def secrets(task: Task) -> Secrets:
                    strings=frozenset(strings))
 
 
-def _twin_spec(spec: Spec, op: str, rng: Rng) -> Spec | None:
+def _twin_spec(spec: Spec, op: str, rng: Rng, options: Mapping[str, str]) -> Spec | None:
     """A changed copy of ``spec`` for a twin of question ``op`` (None: try again).
 
     Counted polygons get another number of sides with the same marked side and turn; the
-    parallel figure moves "?" to a relation with the other answer; every other figure is
+    parallel figure moves "?" to a relation with the other answer (for a choice that does not
+    list the other answer, it prints another given angle whose answer is listed); every
+    other figure is
     built again with the same construction and mode (other marked numbers).
     """
     g = spec["given"]
@@ -845,6 +982,14 @@ def _twin_spec(spec: Spec, op: str, rng: Rng) -> Spec | None:
     if op == "hexagon_area":
         return _polygon_spec(g["n"], int(rng.choice([m for m in range(2, 11) if m != g["s"]])),
                              spec["turn"])
+    if op == "parallel_choice" and f"{180 - int(_parallel_answer(g, spec['mode']))}°" not in \
+            options.values():
+        # The other of x and 180 - x is not an option: the twin prints another given angle,
+        # one whose answer (same relation) is one of the distractors.
+        answers = {x: int(_parallel_answer({"x": x}, spec["mode"])) for x in range(5, 180, 5)}
+        fits = [x for x, a in answers.items() if f"{a}°" in options.values() and x != 90
+                and x != g["x"]]
+        return _parallel_spec(int(rng.choice(fits)), spec["mode"]) if fits else None
     if op in RELATED:
         others = [r for r in RELATIONS
                   if _parallel_answer(g, r) != _parallel_answer(g, spec["mode"])]
@@ -890,7 +1035,7 @@ def twin(task: Task) -> Twin | None:
     spec, op = task.scene.spec, task.facts["op"]
     rng = np.random.default_rng(int(stable_id(task.id, "twin"), 16))
     for _attempt in range(_TWIN_TRIES):
-        new = _twin_spec(spec, op, rng)
+        new = _twin_spec(spec, op, rng, task.facts.get("options", {}))
         if new is None:
             continue
         changed = _changed_text(spec, new)
@@ -901,9 +1046,9 @@ def twin(task: Task) -> Twin | None:
             continue
         new["size"] = list(spec["size"])
         png, px, boxes = render_figure(new, compress_level=1)
-        if _overlaps(boxes, new["size"]):
-            continue
         new["pixels"], new["label_boxes"] = px, boxes
+        if collisions(new):
+            continue
         scene = Scene(id=f"{task.scene.id}-twin", family="geometry", kind=task.scene.kind,
                       seed=task.scene.seed, image=png, spec=new,
                       difficulty=task.scene.difficulty)
@@ -911,5 +1056,31 @@ def twin(task: Task) -> Twin | None:
     return None
 
 
+def _rule_labels_clear(task: Task) -> bool:
+    return collisions(task.scene.spec) == 0
+
+
+def _rule_no_fraction(task: Task) -> bool:
+    return not any("/" in text for *_, text in task.scene.spec["side_labels"])
+
+
+def _rule_choice_hides_relation(task: Task) -> bool:
+    # Not a rule of this figure but of the whole set: checked per task, it says only that
+    # the options are not x and 180 - x and two more that are neither (see _parallel_choice).
+    return len(set(task.facts["options"].values())) == len(task.facts["options"])
+
+
+RULES = (
+    Rule("label_collision", "a label leaves the canvas, overlaps another label, or is crossed "
+         "by a drawn line", _rule_labels_clear),
+    Rule("printed_fraction", "a side length is printed as a fraction (\"35/2\")",
+         _rule_no_fraction),
+    Rule("distinct_options", "two options of a choice question are the same",
+         _rule_choice_hides_relation, frozenset({"parallel_choice"})),
+)
+"""The geometry family's ambiguity checks (the card counts what each rejected)."""
+
+
 FAMILY = Family(name="geometry", kinds=_KIND_QUESTIONS, questions=QUESTIONS,
-                make_scene=make_scene, pose=pose, printed=printed, secrets=secrets, twin=twin)
+                make_scene=make_scene, pose=pose, printed=printed, secrets=secrets, twin=twin,
+                rules=RULES)

@@ -4,11 +4,20 @@ A scene is a procedural background (gradient, smooth noise, landscape bands or t
 hundreds of distractors (shapes, icons, glyphs, text snippets) and 1–3 targets: a shape with a
 colour, a fill pattern and a short number printed on it. Nothing overlaps, so nothing is
 occluded; every object's box is exact. Targets are unique by their description: no distractor
-shares a target's (shape, colour) or (shape, pattern). Encoded as JPEG (the sandbox contract's
+shares a target's (shape, colour) or (shape, pattern), and no target sits on a midline of the
+image (so "which quadrant" has one answer). Encoded as JPEG (the sandbox contract's
 ``input_image.jpg`` is JPEG too, and a 4096-px PNG is several times larger and slower).
 
 A scene's kind is its background style. Adding a question type is one ``QuestionType`` in
 ``QUESTIONS`` with its phrasings in ``templates/questions/search.yaml``.
+
+Questions are unambiguous by construction and ``RULES`` checks it, one rule per ambiguity:
+a count or existence question never names a colour with a near twin on a thing of the asked
+shape in the scene (blue/purple, red/orange, ...) nor a shape that an icon of that colour
+passes for (a tree for a triangle); a relation is asked only along an axis that clearly
+dominates; colour options never hold the answer's near twin. Answers are balanced: counts
+run over 0..``COUNT_MAX`` about evenly, relations offer all four directions, yes and no are
+about even.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from datagen.scenes.base import (
     Family,
     Poser,
     QuestionType,
+    Rule,
     Secrets,
     Twin,
     letter_options,
@@ -36,8 +46,9 @@ from datagen.scenes.base import (
 )
 from datagen.templates import load_yaml
 
-__all__ = ["BACKGROUNDS", "FAMILY", "QUESTIONS", "SearchObject", "SearchSpec", "make_scene",
-           "make_spec", "pose", "printed", "render_scene", "secrets", "twin"]
+__all__ = ["BACKGROUNDS", "COUNT_MAX", "FAMILY", "LOOKALIKES", "NEAR_TWINS", "QUESTIONS", "RULES",
+           "SearchObject", "SearchSpec", "make_scene", "make_spec", "pose", "printed",
+           "render_scene", "scene_effort", "secrets", "twin"]
 
 Rng = np.random.Generator
 Box = list[int]
@@ -76,6 +87,25 @@ SIDES = (1024, 1536, 2048, 3072, 4096)
 ASPECTS = (1.0, 4 / 3, 3 / 2, 16 / 9, 2.0, 3.0)
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
 BACKGROUNDS = ("gradient", "noise", "bands", "tiles")
+# Colours a reader can mistake for each other in a small or JPEG-blurred object: the palette's
+# pairs closer than 50 in CIELAB (blue/purple 27, red/orange 41, purple/pink 47, yellow/orange 49).
+NEAR_TWINS: dict[str, frozenset[str]] = {
+    "blue": frozenset({"purple"}), "purple": frozenset({"blue", "pink"}),
+    "pink": frozenset({"purple"}), "red": frozenset({"orange"}),
+    "orange": frozenset({"red", "yellow"}), "yellow": frozenset({"orange"}),
+}
+# The plain shapes an icon's silhouette passes for (a tree's crown is a triangle, an arrow's
+# head a triangle or a diamond, a house a square under a triangle).
+LOOKALIKES: dict[str, frozenset[str]] = {
+    "tree": frozenset({"triangle"}), "arrow": frozenset({"triangle", "diamond"}),
+    "house": frozenset({"square", "triangle", "hexagon"}),
+}
+COUNT_MAX = 4  # counts asked run over 0..COUNT_MAX, each about as often
+# How often each count is drawn: a scene has a class of 3 or 4 things (that nothing could be
+# mistaken for) less often than one of 0 to 2, so those draws are weighted up to make the
+# counts asked about even (measured over 600 scenes; tests/scenes/test_balance.py checks it).
+COUNT_WEIGHTS = (1.2, 1.0, 1.0, 1.8, 4.0)
+RELATION_DOMINANCE = 2.0  # a relation is asked along an axis at least this much longer
 JPEG_QUALITY = 90
 TWIN_QUALITY = 95
 
@@ -104,14 +134,26 @@ def _free(box: Box, boxes: list[Box], gap: int) -> bool:
                for a0, b0, a1, b1 in boxes)
 
 
-def _place(rng: Rng, size: tuple[int, int], side: int, boxes: list[Box]) -> Box | None:
+def _place(rng: Rng, size: tuple[int, int], side: int, boxes: list[Box],
+           off_midlines: bool = False) -> Box | None:
     w, h = size
     for _ in range(60):
         x, y = int(rng.integers(4, w - side - 4)), int(rng.integers(4, h - side - 4))
         box = [x, y, x + side, y + side]
+        if off_midlines and _on_midline(box, size):
+            continue
         if _free(box, boxes, gap=max(3, side // 6)):
             return box
     return None
+
+
+def _on_midline(box: Box | Sequence[int], size: Sequence[int]) -> bool:
+    """Whether ``box`` touches a midline of the image or comes within half its side of one
+    (its quadrant would then be a matter of opinion)."""
+    margin = (box[2] - box[0]) / 2
+    w, h = size
+    return (box[0] - margin < w / 2 < box[2] + margin
+            or box[1] - margin < h / 2 < box[3] + margin)
 
 
 def make_spec(rng: Rng, max_side: int = 4096, clutter: float = 1.0) -> Spec:
@@ -135,7 +177,7 @@ def make_spec(rng: Rng, max_side: int = 4096, clutter: float = 1.0) -> Spec:
     numbers = [str(v) for v in rng.choice(np.arange(10, 100), size=len(targets), replace=False)]
     for (shape, colour, pattern), number in zip(targets, numbers, strict=True):
         side = int(target_side * rng.uniform(0.85, 1.15))
-        box = _place(rng, size, side, boxes)
+        box = _place(rng, size, side, boxes, off_midlines=True)
         if box is None:
             continue
         boxes.append(box)
@@ -147,7 +189,11 @@ def make_spec(rng: Rng, max_side: int = 4096, clutter: float = 1.0) -> Spec:
                                                            for t in objects}
     density = clutter * float(rng.uniform(0.4, 1.6))
     n_distractors = int(min(400, max(20, density * area / 40_000)))
-    for _ in range(n_distractors):
+    placed = 0
+    # A draw that finds no room is drawn again (smaller, likely), up to twice as many draws.
+    for _ in range(2 * n_distractors):
+        if placed == n_distractors:
+            break
         side = int(target_side * rng.uniform(0.6, 2.5))
         if rng.random() < 0.25:
             kind = str(rng.choice(ICONS))
@@ -169,6 +215,7 @@ def make_spec(rng: Rng, max_side: int = 4096, clutter: float = 1.0) -> Spec:
             boxes.append(box)
             obj["box"] = box
             objects.append(obj)
+            placed += 1
     return {
         "size": list(size),
         "background": {"style": str(rng.choice(list(BACKGROUNDS))),
@@ -371,20 +418,26 @@ def _choice(rng: Rng, answer: str, domain: list[str], k: int = 4) -> tuple[str, 
 
 
 def _draft(answer: str, facts: SearchFacts, options: dict[str, str] | None = None,
-           grounding: list[Box] | tuple[Box, ...] = ()) -> Draft:
+           grounding: list[Box] | tuple[Box, ...] = (),
+           effort: dict[str, Any] | None = None) -> Draft:
     """A search draft: the facts, and the names every search phrasing may use."""
     t, other = facts.get("target"), facts.get("other")
     names = {"attr": facts.get("attr"), "color": facts.get("color"),
              "shape": facts.get("shape"), "pattern": facts.get("pattern"),
              "target": _describe(t, facts.get("attr", "text")) if t else "",
-             "full": _describe(t) if t else "", "other": _describe(other) if other else ""}
+             "full": _describe(t) if t else "", "other": _describe(other) if other else "",
+             "named": " ".join(str(facts[k]) for k in ("pattern", "color", "shape")
+                               if facts.get(k))}
     return Draft(answer=answer, facts=facts, names=names, options=options,
-                 grounding=tuple(tuple(b) for b in grounding))  # type: ignore[misc]
+                 grounding=tuple(tuple(b) for b in grounding),  # type: ignore[misc]
+                 effort=effort or {})
 
 
 def _q_attribute(spec: Spec, rng: Rng, t: SearchObject) -> Draft | None:
     attr = str(rng.choice(["color", "shape", "pattern"]))
     domain = {"color": list(COLORS), "shape": list(SHAPES), "pattern": list(PATTERNS)}[attr]
+    if attr == "color":  # no option a reader could take for the answer
+        domain = [c for c in domain if c not in NEAR_TWINS.get(t["color"], ())]
     letter, options = _choice(rng, t[attr], domain)  # type: ignore[literal-required]
     return _draft(letter, {"attr": attr, "target": t}, options, [t["box"]])
 
@@ -398,47 +451,93 @@ def _q_position(spec: Spec, rng: Rng, t: SearchObject) -> Draft | None:
     return _draft(letter, {"target": t}, options, [t["box"]])
 
 
-def _q_relation(spec: Spec, rng: Rng, t: SearchObject) -> Draft | None:
-    targets = [o for o in spec["objects"] if o["role"] == "target"]
-    if len(targets) < 2:
-        return None
-    a, b = targets[0], targets[1]
+def _relation(a: SearchObject, b: SearchObject) -> str | None:
+    """Where ``a`` is relative to ``b`` along the axis that dominates; None when neither does
+    clearly (a thing both left of and above another is not "left" more than "above")."""
     dx = (a["box"][0] + a["box"][2]) / 2 - (b["box"][0] + b["box"][2]) / 2
     dy = (a["box"][1] + a["box"][3]) / 2 - (b["box"][1] + b["box"][3]) / 2
-    if abs(dx) >= abs(dy):
-        rel, opts = ("left" if dx < 0 else "right"), {"A": "left", "B": "right"}
-    else:
-        rel, opts = ("above" if dy < 0 else "below"), {"A": "above", "B": "below"}
-    letter = next(L for L, v in opts.items() if v == rel)
-    return _draft(letter, {"target": a, "other": b}, opts, [a["box"], b["box"]])
+    if abs(dx) >= RELATION_DOMINANCE * abs(dy):
+        return "left" if dx < 0 else "right"
+    if abs(dy) >= RELATION_DOMINANCE * abs(dx):
+        return "above" if dy < 0 else "below"
+    return None
+
+
+RELATIONS = ("left", "right", "above", "below")
+OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
+
+
+def _q_relation(spec: Spec, rng: Rng, t: SearchObject) -> Draft | None:
+    targets = [o for o in spec["objects"] if o["role"] == "target"]
+    pairs = [(a, b) for a in targets for b in targets if a is not b and _relation(a, b)]
+    if not pairs:
+        return None
+    a, b = pairs[int(rng.integers(len(pairs)))]
+    rel = _relation(a, b)
+    assert rel is not None
+    letter, options = letter_options(rng, [rel, *[r for r in RELATIONS if r != rel]])
+    return _draft(letter, {"target": a, "other": b}, options, [a["box"], b["box"]],
+                  effort={"steps": 2, "values": 2})
+
+
+def _confusable(spec: Spec, colour: str, shape: str, pattern: str | None = None) -> bool:
+    """Whether a thing in the scene could be taken for a ``colour`` ``shape`` (of ``pattern``)
+    without being one: the asked shape in a near-twin colour, or an icon of the asked colour
+    whose silhouette passes for the shape."""
+    twins = NEAR_TWINS.get(colour, frozenset())
+    for o in spec["objects"]:
+        if o["shape"] == shape and o["color"] in twins and pattern in (None, o["pattern"]):
+            return True
+        if o["color"] == colour and shape in LOOKALIKES.get(o["shape"], ()):
+            return True
+    return False
+
+
+def _classes(spec: Spec) -> dict[tuple[str, str], list[Box]]:
+    classes: dict[tuple[str, str], list[Box]] = {(c, s): [] for c in COLORS for s in SHAPES}
+    for o in spec["objects"]:
+        if o["shape"] in SHAPES:
+            classes[(o["color"], o["shape"])].append(o["box"])
+    return classes
 
 
 def _q_count(spec: Spec, rng: Rng, t: SearchObject) -> Draft | None:
-    # A (colour, shape) class of plain shapes with 1–9 members.
-    classes: dict[tuple[str, str], list[Box]] = {}
-    for o in spec["objects"]:
-        if o["shape"] in SHAPES:
-            classes.setdefault((o["color"], o["shape"]), []).append(o["box"])
-    countable = sorted(k for k, v in classes.items() if 1 <= len(v) <= 9)
-    if not countable:
+    # The count is drawn first (``COUNT_WEIGHTS``), then a class of that many that
+    # nothing in the scene could be mistaken for; a scene without one gets no count question.
+    weights = np.asarray(COUNT_WEIGHTS)
+    want = int(rng.choice(COUNT_MAX + 1, p=weights / weights.sum()))
+    classes = _classes(spec)
+    fits = sorted(k for k, v in classes.items() if len(v) == want and not _confusable(spec, *k))
+    if not fits:
         return None
-    colour, shape = countable[int(rng.integers(len(countable)))]
+    colour, shape = fits[int(rng.integers(len(fits)))]
     boxes = classes[(colour, shape)]
     return _draft(str(len(boxes)), {"color": colour, "shape": shape, "matches": boxes}, None,
-                  boxes)
+                  boxes, effort={"steps": 2, "values": 1, "counted": len(boxes)})
 
 
 def _q_exists(spec: Spec, rng: Rng, t: SearchObject) -> Draft | None:
-    # Half yes (a target), half no (a combination nobody has).
+    # Half yes (a target), half no (a combination nobody has); either one that nothing in the
+    # scene could be taken for.
     if rng.random() < 0.5:
+        # The scene's chosen target, or else another that nothing could be taken for; a
+        # scene with none asks no existence question (so yes stays as common as no).
+        clear = [o for o in spec["objects"] if o["role"] == "target"
+                 and not _confusable(spec, o["color"], o["shape"], o["pattern"])]
+        if not clear:
+            return None
+        t = t if t in clear else clear[int(rng.integers(len(clear)))]
         return _draft("yes", {"color": t["color"], "shape": t["shape"], "pattern": t["pattern"],
-                              "target": t}, None, [t["box"]])
+                              "target": t}, None, [t["box"]], effort={"steps": 2})
     present = {(o["color"], o["shape"], o["pattern"]) for o in spec["objects"]}
     absent = [(c, s, p) for s in SHAPES for c in COLORS for p in PATTERNS
-              if (c, s, p) not in present]
+              if (c, s, p) not in present and not _confusable(spec, c, s, p)]
+    if not absent:
+        return None
     c, s, p = absent[int(rng.integers(len(absent)))]
     cands = [o["box"] for o in spec["objects"] if o["shape"] == s]
-    return _draft("no", {"color": c, "shape": s, "pattern": p, "candidates": cands})
+    return _draft("no", {"color": c, "shape": s, "pattern": p, "candidates": cands},
+                  effort={"steps": 2})
 
 
 _LOOK = ("crop", "zoom")
@@ -451,7 +550,63 @@ QUESTIONS: dict[str, QuestionType] = {q.name: q for q in (
     QuestionType("count", "integer", ("draw_box", "count"), _q_count, harder=True),
     QuestionType("exists", "yesno", _LOOK, _q_exists),
 )}
-"""Every search question type; counting and relations are one level harder than the scene."""
+"""Every search question type (their ``Effort``: counting and relations take two steps)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Ambiguity rules: each re-checks, on a posed task, what its draft made sure of.
+
+
+def _named_class(task: Task) -> tuple[str, str, str | None]:
+    f = task.facts
+    return f["color"], f["shape"], f.get("pattern") if f["op"] == "exists" else None
+
+
+def _rule_midline(task: Task) -> bool:
+    spec = task.scene.spec
+    return not any(_on_midline(o["box"], spec["size"])
+                   for o in (task.facts.get("target"), task.facts.get("other")) if o)
+
+
+def _rule_near_twin(task: Task) -> bool:
+    f, spec = task.facts, task.scene.spec
+    if f["op"] == "attribute":
+        twins = NEAR_TWINS.get(f["target"]["color"], frozenset())
+        return f["attr"] != "color" or not twins & set(f["options"].values())
+    colour, shape, pattern = _named_class(task)
+    twins = NEAR_TWINS.get(colour, frozenset())
+    return not any(o["shape"] == shape and o["color"] in twins and pattern in (None, o["pattern"])
+                   for o in spec["objects"])
+
+
+def _rule_lookalike(task: Task) -> bool:
+    colour, shape, _ = _named_class(task)
+    return not any(o["color"] == colour and shape in LOOKALIKES.get(o["shape"], ())
+                   for o in task.scene.spec["objects"])
+
+
+def _rule_relation_axis(task: Task) -> bool:
+    f = task.facts
+    return _relation(f["target"], f["other"]) == f["options"][task.answer]
+
+
+RULES = (
+    Rule("midline", "a target asked about by position sits on a midline of the image",
+         _rule_midline, frozenset({"position", "relation"})),
+    Rule("near_twin_colour", "the asked colour has a near twin (blue/purple, red/orange, ...) "
+         "on a thing of the asked shape, or among a colour question's options",
+         _rule_near_twin, frozenset({"count", "exists", "attribute"})),
+    Rule("lookalike_icon", "an icon of the asked colour passes for the asked shape",
+         _rule_lookalike, frozenset({"count", "exists"})),
+    Rule("relation_axis", "neither axis clearly dominates between the two things",
+         _rule_relation_axis, frozenset({"relation"})),
+)
+"""The search family's ambiguity checks (the card counts what each rejected)."""
+
+
+def scene_effort(scene: Scene) -> dict[str, Any]:
+    """What a search scene adds to a question's ``Effort``: every other thing in it."""
+    return {"distractors": max(0, len(scene.spec["objects"]) - 1)}
 
 
 def pose(scene: Scene, k: int, only: Collection[str] | None = None) -> list[Task]:
@@ -462,7 +617,7 @@ def pose(scene: Scene, k: int, only: Collection[str] | None = None) -> list[Task
     t = targets[int(rng.integers(len(targets)))]
     drafts = [(q, d) for q in QUESTIONS.values() if only is None or q.name in only
               if (d := q.draft(spec, rng, t)) is not None]
-    poser = Poser("search", scene, rng, typed_by_kind=False)
+    poser = Poser("search", scene, rng, typed_by_kind=False, scene_effort=scene_effort(scene))
     for i in rng.permutation(len(drafts))[:k]:
         poser.add(*drafts[int(i)])
     return poser.tasks
@@ -572,6 +727,13 @@ def _twin_count(task: Task, rng: Rng) -> _Made:
     f, spec, img = task.facts, task.scene.spec, _decoded(task)
     members = [o for o in spec["objects"] if o["box"] in f["matches"]]
     n = len(f["matches"])
+    if not members:  # a count of 0: one of the class pasted in makes it 1
+        model: SearchObject = {"shape": f["shape"], "color": f["color"], "pattern": "solid"}
+        added = _with_new(spec, rng, model, max(int(spec["target_side"]), 28))
+        if added is None:
+            return None
+        _paste(img, added[1])
+        return img, added[0], "1"
     model = members[int(rng.integers(len(members)))]
     added = _with_new(spec, rng, model, model["box"][2] - model["box"][0]) if n < 9 else None
     if added is not None:
@@ -640,7 +802,8 @@ def _twin_relation(task: Task, rng: Rng) -> _Made:
     for obj in (a_moved, b_moved):
         _paste(img, obj)
     objects = [a_moved if o is a else b_moved if o is b else o for o in spec["objects"]]
-    letter = next(k for k, v in f["options"].items() if k != task.answer)
+    swapped = OPPOSITE[f["options"][task.answer]]
+    letter = next(k for k, v in f["options"].items() if v == swapped)
     return img, {**spec, "objects": objects}, letter
 
 
@@ -657,4 +820,4 @@ _TWINS = {"count": _twin_count, "exists": _twin_exists, "position": _twin_positi
 
 FAMILY = Family(name="search", kinds={b: tuple(QUESTIONS) for b in BACKGROUNDS},
                 questions=QUESTIONS, make_scene=make_scene, pose=pose, printed=printed,
-                secrets=secrets, twin=twin)
+                secrets=secrets, twin=twin, rules=RULES, scene_effort=scene_effort)

@@ -92,9 +92,9 @@ RL_DEFECTS: dict[str, tuple[str, Callable[[Row], Row]]] = {
     "empty ground truth": ("rl_fields", lambda r: _set(r, "reward_model.ground_truth", "")),
     "agent": ("rl_fields", lambda r: _set(r, "agent_name", "single_turn_agent")),
     "need_tools_kwargs": ("rl_fields", lambda r: _set(r, "extra_info.need_tools_kwargs", False)),
+    # The tool's image is named by its number among the row's images (stored once).
     "tool image": ("rl_fields", lambda r: _set(
-        r, "extra_info.tools_kwargs.execute_python_code.create_kwargs.image",
-        None)),
+        r, "extra_info.tools_kwargs.execute_python_code.create_kwargs.image_index", 1)),
 }
 
 

@@ -40,8 +40,9 @@ def test_row_has_verls_fields_with_their_values(rows: list[dict]) -> None:
     assert info.keys() == EXTRA_INFO_KEYS
     assert (info["index"], info["split"], info["answer"]) == (12, "test", task.answer)
     assert info["need_tools_kwargs"] is True
-    image = info["tools_kwargs"]["execute_python_code"]["create_kwargs"]["image"]
-    assert image["bytes"] == task.scene.image
+    # The image is stored once, in ``images``; the tool is told its number (it reads the
+    # bytes from the prompt's image part that verl's loader builds from it).
+    assert info["tools_kwargs"] == {"execute_python_code": {"create_kwargs": {"image_index": 0}}}
     # Keys verl writes itself must not be ours.
     assert not {"num_turns", "rollout_reward_scores"} & (row.keys() | info.keys())
 
@@ -63,8 +64,8 @@ def test_table_loads_with_datasets_as_images(rows: list[dict], tmp_path: Path) -
     assert isinstance(ds.features["images"].feature, datasets.Image)
     first = ds[0]
     assert isinstance(first["images"][0], Image.Image)
-    tool_image = first["extra_info"]["tools_kwargs"]["execute_python_code"]["create_kwargs"]
-    assert isinstance(tool_image["image"], Image.Image)
+    tool_kwargs = first["extra_info"]["tools_kwargs"]["execute_python_code"]["create_kwargs"]
+    assert tool_kwargs == {"image_index": 0}
     assert first["extra_info"]["need_tools_kwargs"] is True
     assert first["reward_model"]["ground_truth"] == rows[0]["reward_model"]["ground_truth"]
     assert len(ds) == len(rows)

@@ -140,3 +140,33 @@ def test_rows_that_fail_validation_are_not_published(tmp_path: Path) -> None:
     assert {p.name: p.read_bytes() for p in (cfg.out / "data").iterdir()} == before
     assert good.rows == 4
     assert not [p for p in cfg.out.iterdir() if p.name.startswith(".data-")]
+
+
+def test_the_card_without_a_weak_model_says_only_what_was_done(tmp_path: Path) -> None:
+    cfg = BuildConfig(n=6, out=tmp_path / "out", shard_size=3, questions_per_scene=3, workers=1,
+                      split="rl", families=("geometry", "search"))
+    prepare_output(cfg, overwrite=False, resume=False)
+    shards = [run_shard(cfg, i) for i in range(2)]
+    report = publish(cfg, shards)
+    card = (cfg.out / "README.md").read_text()
+    text = " ".join(card.split())  # the card's prose wraps anywhere
+    # No weak model: nothing was marked trivial or left out, and the card does not claim it.
+    assert report.stats["weak"] is None
+    assert "not measured: no weak model was given (`--weak-model`)" in card
+    assert "left out" not in card and "always solved" not in card
+    # The difficulty is the documented score.
+    assert "## Difficulty" in card and "A score up to 1.0 is easy, up to 2.0 medium" in text
+    assert "weak-to-strong" not in card
+    # The ambiguity checks: every rule of the families built, none failing a published row.
+    rules = {r["rule"]: r for r in report.stats["ambiguity"]}
+    assert set(rules) >= {"search.midline", "search.near_twin_colour", "search.lookalike_icon",
+                          "search.relation_axis", "geometry.label_collision",
+                          "geometry.printed_fraction"}
+    assert all(r["published_failing"] == 0 for r in rules.values())
+    assert sum(r["checked"] for r in rules.values()) > 0
+    assert "## Ambiguity checks" in card and "| `geometry.label_collision` |" in card
+    # The blind-guess table, per task type of the published rows.
+    guesses = report.stats["splits"]["rl"]["blind_guess"]
+    assert guesses and {g["task_type"] for g in guesses} == \
+        set(report.stats["splits"]["rl"]["by_task_type"])
+    assert "Blind guessing" in card and "| most common answer |" in card

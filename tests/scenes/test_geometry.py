@@ -227,6 +227,14 @@ def test_measured_twins_change_only_what_the_code_must_measure() -> None:
             # vertex letter (code names points whatever their number).
             letters = "".join(spec["labelled"])
             assert tw.changed_text == ({letters} if letters else set()), tw.changed_text
+        elif op == "parallel_choice" and f"{180 - int(task.facts['options'][task.answer][:-1])}°" \
+                not in task.facts["options"].values():
+            # The other of x and 180 - x is not listed (half the time, so that listing both
+            # does not give the answer away): the twin prints another given angle whose
+            # answer is listed, and names the old one as changed text.
+            assert new["mode"] == spec["mode"] and new["given"] != spec["given"]
+            assert f"{spec['given']['x']}°" in tw.changed_text
+            assert task.facts["options"][tw.answer] != task.facts["options"][task.answer]
         else:  # the same figure and marks; "?" sits elsewhere
             assert new["given"] == spec["given"] and tw.changed_text == frozenset()
             assert new["pixels"]["P"] == spec["pixels"]["P"]

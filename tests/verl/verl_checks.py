@@ -149,7 +149,8 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 
 # The parts of Qwen's ChatML template a text rollout uses (Qwen2.5 / Qwen3 without their
 # think handling): a tool message becomes a user turn <tool_response>\n…\n</tool_response>,
-# as Qwen3-VL's template renders it.
+# as Qwen3-VL's template renders it; a content list (the prompt as RLHFDataset builds it) is
+# its text parts with "<image>" where each image part was split from.
 CHATML = (
     "{%- for message in messages %}"
     "{%- if message.role == 'tool' %}"
@@ -164,8 +165,13 @@ CHATML = (
     "{{- '\n<tool_call>\n{\"name\": \"' + call.function.name + '\", \"arguments\": ' }}"
     "{{- call.function.arguments | tojson }}{{- '}\n</tool_call>' }}{%- endfor %}"
     "{{- '<|im_end|>\n' }}"
-    "{%- else %}"
+    "{%- elif message.content is string %}"
     "{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message.role + '\n' }}"
+    "{%- for part in message.content %}"
+    "{%- if part.type == 'text' %}{{- part.text }}{%- else %}{{- '<' + part.type + '>' }}"
+    "{%- endif %}{%- endfor %}{{- '<|im_end|>\n' }}"
     "{%- endif %}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
@@ -268,8 +274,16 @@ def test_the_readme_command_is_what_verl_reads(config: DictConfig, rows: list[di
     assert list(loop.tools) == [TOOL_NAME] and isinstance(loop.tools[TOOL_NAME], CodeTool)
     # The longest observation: stdout, stderr and error message capped at 10,000 chars each.
     assert loop.max_tool_response_length >= 3 * 10_000 + 200
-    assert all(row["tools_kwargs"][TOOL_NAME]["create_kwargs"]["image"] is not None
+    # Each row stores its image once: the tool is told its number, and the prompt's image part
+    # (RLHFDataset's: the image as datasets decoded it) is what the tool reads from the
+    # trajectory (the session tests below compare its pixels with the SFT sandbox's).
+    assert all(row["tools_kwargs"][TOOL_NAME]["create_kwargs"] == {"image_index": 0}
                for row in rows)
+    parts = [part for row in rows for message in row["raw_prompt"]
+             if not isinstance(message["content"], str) for part in message["content"]
+             if part["type"] == "image"]
+    assert len(parts) == len(rows)
+    assert all(isinstance(part.get("image"), Image.Image) or part.get("bytes") for part in parts)
 
 
 def test_calls_of_one_trajectory_share_the_sft_session(loop: ToolAgentLoop, sft_sandbox: Sandbox,
@@ -442,10 +456,12 @@ def as_text(message: dict[str, Any]) -> dict[str, str]:
     return {"role": message["role"], "content": content}
 
 
-def run_trajectory(config: DictConfig, row: dict[str, Any], prompt: list[dict[str, Any]],
+def run_trajectory(config: DictConfig, row: dict[str, Any],
                    replies: list[str]) -> tuple[Any, ScriptedServer]:
-    """``ToolAgentLoop.run`` on a text-only ``prompt`` and ``row``'s tools kwargs (its image
-    reaches the tool), the model's turns scripted; returns verl's output and the server."""
+    """``ToolAgentLoop.run`` on ``row``'s raw prompt as RLHFDataset made it (its image part
+    rendered as the ``<image>`` token: no processor here) and its tools kwargs, the model's
+    turns scripted; the tool reads the row's one stored image from the prompt. Returns verl's
+    output and the server."""
     roomy = copy.deepcopy(config)
     with open_dict(roomy):  # one token per byte: room for a whole trajectory, no truncation
         roomy.actor_rollout_ref.rollout.prompt_length = 1 << 15
@@ -458,8 +474,8 @@ def run_trajectory(config: DictConfig, row: dict[str, Any], prompt: list[dict[st
         loop = make_loop(roomy, roomy.actor_rollout_ref.rollout.multi_turn.tool_config_path,
                          server_manager=server, tokenizer=tokenizer, hf_model_type="qwen3")
         try:
-            return await loop.run({}, raw_prompt=prompt, tools_kwargs=row["tools_kwargs"],
-                                  extra_info=row["extra_info"])
+            return await loop.run({}, raw_prompt=row["raw_prompt"],
+                                  tools_kwargs=row["tools_kwargs"], extra_info=row["extra_info"])
         finally:
             loop.tools[TOOL_NAME].close()
 
@@ -495,7 +511,7 @@ def test_an_sft_trajectory_runs_unchanged_in_verls_loop(config: DictConfig,
     assert codes[0] and codes[1] and not codes[2] and "<answer>" in replies[2]
     # The second cell reads what the first one left: only a kept session gives the SFT output.
     assert "vals" in codes[0].group(1) and "vals" in codes[1].group(1)
-    output, server = run_trajectory(config, rows[0], prompt, replies)
+    output, server = run_trajectory(config, rows[0], replies)
     tokenizer = chat_tokenizer()
     transcript = tokenizer.decode(output.prompt_ids + output.response_ids)
     # The template ends every turn with "\n"; the model's last turn ends at <|im_end|>.
@@ -514,8 +530,7 @@ def test_a_reply_without_a_usable_call_ends_the_trajectory(config: DictConfig,
     answer = messages[-1]["content"]  # the SFT row's last turn: <think>…</think><answer>…
     if kind != "answer":  # parse_reply's rule: an answer before the code's output is no step
         answer = assistant_text(Step(think="Both at once.", code="print(1)", answer="Jun"))
-    prompt = [as_text(message) for message in rows[0]["raw_prompt"]]
-    output, server = run_trajectory(config, rows[0], prompt, [answer])
+    output, server = run_trajectory(config, rows[0], [answer])
     assert len(server.prompts) == 1 and output.num_turns == 2
     assert trained_text(output) == [f"{answer}<|im_end|>"]  # no tool response was added
     assert all(output.response_mask)
