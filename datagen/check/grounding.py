@@ -85,12 +85,12 @@ class Grounding:
 class Lit:
     """A literal in a cell: a number, a string, or a colour (three ints 0–255).
 
-    ``data`` says whether a number stands where code writes down data (an element of a tuple,
-    list, set or dict, an assigned or returned value, a comparison, an argument of
-    ``print``) rather than where it sets how code works (an operand of arithmetic, the
-    argument of ``range`` or of another call, a keyword, an index). Only data can carry a
-    fact of the scene: ``boxes = [[257, 448, 292, 483]]``, ``n = 10`` and ``print(10)`` are
-    data, ``range(10)`` and ``w * 384 / side`` are not.
+    ``data`` says whether a number stands where code writes down data (an element of a tuple
+    or list, an assigned, returned or compared value, a call's argument) rather than where it
+    sets how code works (an operand of arithmetic, a keyword argument, an index, the argument
+    of ``range``). Only data can carry a fact of the scene: ``boxes = [[257, 448, 292,
+    483]]``, ``n = Integer(10)`` and ``print(10)`` are data, ``range(10)`` and
+    ``w * 384 / side`` are not.
     """
 
     value: float | str | tuple[int, int, int]
@@ -98,14 +98,15 @@ class Lit:
     data: bool = True
 
 
-_DATA_PARENTS = (ast.Tuple, ast.List, ast.Set, ast.Dict, ast.Assign, ast.AnnAssign, ast.Return,
-                 ast.Compare, ast.Expr)
+# Where a number sets how code works rather than stating data: an operand of arithmetic, a
+# keyword argument, an index or slice bound, the argument of ``range``.
+_CODE_PARENTS = (ast.BinOp, ast.keyword, ast.Subscript, ast.Slice)
 
 
 def _is_data(parent: ast.AST | None) -> bool:
     if isinstance(parent, ast.Call):
-        return isinstance(parent.func, ast.Name) and parent.func.id == "print"
-    return parent is None or isinstance(parent, _DATA_PARENTS)
+        return not (isinstance(parent.func, ast.Name) and parent.func.id == "range")
+    return not isinstance(parent, _CODE_PARENTS)
 
 
 def code_literals(code: str) -> list[Lit]:
