@@ -299,8 +299,11 @@ class BuildConfig(BaseModel):
             msg = str(err["msg"]).removeprefix("Value error, ")
             if not err["loc"]:  # a check across options names them itself
                 raise UsageError(msg) from None
-            name = "--" + str(err["loc"][0]).replace("_", "-")
-            raise UsageError(f"{name}: {msg} (got {err.get('input')!r})") from None
+            field = str(err["loc"][0])
+            given = err.get("input")
+            if field in ("base_url", "weak_base_url") and isinstance(given, str):
+                given = public_url(given)  # never echo a password to the terminal or a log
+            raise UsageError(f"--{field.replace('_', '-')}: {msg} (got {given!r})") from None
 
     def content_key(self) -> str:
         """Hash of everything that decides the rows: same key, byte-identical shards."""

@@ -261,9 +261,15 @@ def _uid(slot: int) -> int | None:
 def jail_config(memory_mb: int, max_chars: int, max_images: int, slot: int = 0
                 ) -> dict[str, Any]:
     uid = _uid(slot)
+    layout = _layout()
+    # Read-only binds that land on the jail's writable mounts (a venv in the host's /tmp):
+    # the jail's cleanup between sessions must step around them, not walk them.
+    writable = (SCRATCH, "/tmp", "/dev/shm")
+    keep = [p for p in (*layout.binds, *layout.optional, *(p for _, p in layout.symlinks))
+            if _under(p, list(writable))]
     return {"uid": uid, "gid": uid, "memory_mb": memory_mb, "max_chars": max_chars,
             "max_images": max_images, "nproc": _NPROC, "fsize": _SCRATCH_BYTES,
-            "scratch": SCRATCH}
+            "scratch": SCRATCH, "keep": keep}
 
 
 # -- probe ------------------------------------------------------------------------------------
@@ -562,6 +568,9 @@ class JailSession:
         self._max_images = max_images
         self._seq = 0
         self._opened = False  # "open" sent to the current jail
+        # Entries the jail's cleanup looked at before this session opened (a jail that walked
+        # a read-only bind, such as a venv in the host's /tmp, would say tens of thousands).
+        self.walked: int | None = None
         self._pending = False  # ...and its reply not read yet
         self._jail: JailHandle | None = pool.acquire()
         if self._jail.poll_ready():  # usual case: an idle warm jail; start the worker now
@@ -586,6 +595,8 @@ class JailSession:
         if not (isinstance(reply, dict) and reply.get("ok") is True):
             error = reply.get("error") if isinstance(reply, dict) else reply
             raise RuntimeError(f"sandbox worker failed to start:\n{error}")
+        walked = reply.get("walked")
+        self.walked = walked if isinstance(walked, int) else None
 
     def _ready_jail(self) -> JailHandle:
         """The session's jail, started and with this session's worker open."""

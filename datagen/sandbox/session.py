@@ -272,6 +272,15 @@ class Session:
             return self._backend.scratch_dir
         return None
 
+    @property
+    def cleanup_entries(self) -> int | None:
+        """In "bwrap" mode, the entries the jail's cleanup looked at before this session
+        opened (known once a cell has run; a few per file the last session wrote). None in
+        "process" mode."""
+        if isinstance(self._backend, JailSession):
+            return self._backend.walked
+        return None
+
     def run(self, code: str, timeout: float | None = None) -> CellResult:
         """Run one cell; wait at most ``timeout`` s (default: the Sandbox's)."""
         if self._closed:
@@ -300,10 +309,14 @@ class Sandbox:
 
     ``mode``: "bwrap" (jails; RuntimeError if they cannot start here), "process" (forkserver
     workers, no isolation from the host) or "auto" (bwrap if a probe launch works, else
-    process with a WARNING naming the reason). ``self.mode`` is the mode that runs.
+    process with a WARNING naming the reason). ``self.mode`` is the mode that runs and
+    ``self.walls`` what stands around its cells (which bwrap, the seccomp filter, the memory
+    limit), e.g. "bundled bubblewrap 0.11.0 (no system bwrap); seccomp filter on; memory
+    RLIMIT_AS per process".
     """
 
     mode: str
+    walls: str
 
     def __init__(self, timeout: float = 15.0, max_output_chars: int = 10_000,
                  memory_mb: int = 4096, max_images: int = 8, mode: str = "auto") -> None:
@@ -320,11 +333,14 @@ class Sandbox:
         self._closed = False
         self._pool: JailPool | None = None
         self.mode = "process"
+        # What the cells run behind, for the log, the run summary and the card.
+        self.walls = "no isolation from the host (forked processes)"
         if mode != "process":
             reason = bwrap.probe()
             if reason is None:
                 self._pool = JailPool(memory_mb, max_output_chars, max_images)
                 self.mode = "bwrap"
+                self.walls = bwrap.walls()
                 # Jails die with this process anyway; this also covers a forgotten close().
                 weakref.finalize(self, self._pool.close)
             elif mode == "bwrap":
