@@ -124,6 +124,9 @@ class BuildConfig(BaseModel):
                                    "known models' list price).")
     price_out: float | None = Field(None, ge=0, description="USD per 1M completion tokens.")
     request_timeout: float = Field(120.0, gt=0, description="Seconds per API request.")
+    allow_process_mode: bool = Field(False, description="Let an LLM teacher's code run without "
+                                     "the bubblewrap jail where it cannot start (only for "
+                                     "code you trust).")
     # Weak-to-strong difficulty: a weaker model answers each task without tools.
     weak_model: str = Field("", description="A weaker model that answers each task without "
                             "tools; its pass rate sets the difficulty (any teacher).")

@@ -46,6 +46,7 @@ from datagen.pipeline.shards import ShardSummary, completed_shards
 from datagen.release.publish import PublishReport, publish
 from datagen.release.select import shards_to_build
 from datagen.run.summary import RunFacts, render_run_summary
+from datagen.sandbox import planned_mode
 from datagen.teachers.base import BudgetSpent
 from datagen.teachers.chat_api import spent
 from flows.shard_pool import (
@@ -168,6 +169,7 @@ def build(cfg: BuildConfig) -> PublishReport:
     started = time.monotonic()
     done = completed_shards(cfg)
     reused = set(done)
+    log.info("sandbox: %s", planned_mode())
     if done:
         log.info("resuming: %d shards already finished", len(done))
     spending = spending_counter()
@@ -223,10 +225,10 @@ def run_build(cfg: BuildConfig, runner: Runner = "local",
         return build(cfg)
     if runner != "dask":
         raise UsageError(f"--runner {runner!r}: choose local or dask")
-    from flows.dask import dask_task_runner, prefect_api_for_dask
+    from flows.dask import dask_task_runner, prefect_api_for_dask, workers_may_fork
 
     if cfg.max_cost:
         raise UsageError("--max-cost needs --runner local: its spending counter is shared by "
                          "the processes of one machine only")
-    with prefect_api_for_dask(address):
+    with prefect_api_for_dask(address), workers_may_fork():
         return build.with_options(task_runner=dask_task_runner(cfg, address))(cfg)

@@ -61,6 +61,15 @@ def test_a_url_with_a_password_is_refused_without_echoing_it(tmp_path: Path,
     assert "hunter2" not in res.stderr + res.stdout and "alice" not in res.stderr
 
 
+def test_a_models_code_never_runs_unjailed_unless_allowed(tmp_path: Path) -> None:
+    env = {**os.environ, "OPENAI_API_KEY": "k", "DATAGEN_BWRAP": "/nonexistent/bwrap"}
+    out = tmp_path / "out"
+    res = datagen("build", "--out", str(out), "--teacher", "openai", "--model", "m", env=env)
+    assert res.returncode == 2, res.stderr
+    assert "bubblewrap jail" in res.stderr and "--allow-process-mode" in res.stderr
+    assert not out.exists()
+
+
 def test_unknown_option_is_a_usage_error() -> None:
     res = datagen("build", "--colour", "red")
     assert res.returncode == 2 and "No such option" in res.stderr

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import logging
 import os
 import shutil
 import threading
@@ -53,7 +54,7 @@ from datagen.teachers.base import SamplingTeacher, Teacher, Usage
 from datagen.teachers.weak import WeakSolver, difficulty_of
 
 __all__ = ["MarkerCache", "ShardSummary", "TaskEvent", "completed_shards", "prepare_output",
-           "run_shard", "shard_files", "shard_signatures"]
+           "run_shard", "runs_untrusted_code", "shard_files", "shard_signatures"]
 
 
 @dataclass(slots=True)
@@ -77,6 +78,7 @@ class ShardSummary:
     seconds: float
     sandbox_mode: str
     cell_seconds: list[float] = field(default_factory=list)
+    sandbox_walls: str = ""  # which bwrap, the seccomp filter, the memory limit (Sandbox.walls)
     # Grounding checks per task type: {"twin": {"pass": n, "fail": n, "na": n}, ...}, over
     # every try whose answer was right (so before any was rejected for them).
     grounding: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
@@ -208,10 +210,22 @@ def completed_shards(cfg: BuildConfig, cache: MarkerCache | None = None
     return done
 
 
+def runs_untrusted_code(cfg: BuildConfig) -> bool:
+    """Whether the build runs code the project did not write (an LLM teacher's)."""
+    return cfg.teacher != "scripted"
+
+
 @functools.cache
-def _process_sandbox(timeout: float) -> Sandbox:
-    """One sandbox per process, reused by every shard it builds: its workers start once."""
-    return Sandbox(timeout=timeout)
+def _process_sandbox(timeout: float, untrusted: bool, allow_process_mode: bool) -> Sandbox:
+    """One sandbox per process, reused by every shard it builds: its workers start once.
+
+    The scripted teacher's code is the project's own: where bwrap cannot start it runs in
+    process mode, said once at INFO (the flow logs the mode). A model's code (``untrusted``)
+    runs only in the jail unless ``--allow-process-mode``, and then with a warning.
+    """
+    if untrusted and not allow_process_mode:
+        return Sandbox(timeout=timeout, mode="bwrap")
+    return Sandbox(timeout=timeout, fallback_level=logging.WARNING if untrusted else logging.INFO)
 
 
 T = TypeVar("T")
@@ -322,6 +336,7 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None,
         trivial=built.trivial, sides=built.sides, target_areas=built.areas,
         reasons=dict(built.reasons), styles=dict(built.styles),
         seconds=round(time.perf_counter() - started, 3), sandbox_mode=built.sandbox_mode,
+        sandbox_walls=built.sandbox_walls,
         cell_seconds=[round(s, 4) for s in built.cell_seconds], grounding=built.grounding,
         grounding_seconds=round(built.grounding_seconds, 3), attempts=built.attempts,
         api_calls=usage.calls, cached_calls=usage.cached_calls, prompt_tokens=usage.prompt_tokens,
@@ -354,6 +369,7 @@ class _Built:
     attempts: int = 0
     usage: Usage = field(default_factory=Usage)
     sandbox_mode: str = "none"
+    sandbox_walls: str = ""
 
     def keep(self, task: Task, side: int, difficulty: str, trivial: bool) -> None:
         self.kept.append((task.scene.image, task.question, task.answer, task.scene.id))
@@ -368,7 +384,7 @@ def _sft_rows(cfg: BuildConfig, index: int, posed: list[tuple[Task, int]], label
     """Roll out and verify every task; verified ones become SFT rows."""
     sampling = isinstance(teacher, SamplingTeacher)
     usage_before = teacher.usage() if isinstance(teacher, SamplingTeacher) else Usage()
-    sandbox = _process_sandbox(cfg.cell_timeout)
+    sandbox = _process_sandbox(cfg.cell_timeout, runs_untrusted_code(cfg), cfg.allow_process_mode)
 
     def solve(position: int) -> list[tuple[Trajectory, Verdict]]:
         tries = _solve(cfg, posed[position][0], teacher, sandbox)
@@ -381,7 +397,7 @@ def _sft_rows(cfg: BuildConfig, index: int, posed: list[tuple[Task, int]], label
     solved = _ordered_map(solve, range(len(posed)), cfg.concurrency if sampling else 1)
     rows: list[dict[str, Any]] = []
     built = _Built(table=None, attempts=sum(len(tries) for tries in solved),
-                   sandbox_mode=sandbox.mode)
+                   sandbox_mode=sandbox.mode, sandbox_walls=sandbox.walls)
     for (task, side), tries, weak in zip(posed, solved, labels, strict=True):
         for attempt, (traj, verdict) in enumerate(tries):
             built.cell_seconds += [t.result.seconds for t in traj.turns if t.result is not None]

@@ -89,6 +89,7 @@ from datagen.sandbox.session import (
     Sandbox,
     Session,
     forkserver_context,
+    planned_mode,
 )
 
-__all__ = ["CellResult", "CellStatus", "Sandbox", "Session", "forkserver_context"]
+__all__ = ["CellResult", "CellStatus", "Sandbox", "Session", "forkserver_context", "planned_mode"]

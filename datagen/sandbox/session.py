@@ -50,6 +50,16 @@ _STARTUP_TIMEOUT = 120.0
 _preload_lock = threading.Lock()
 
 
+def planned_mode() -> str:
+    """What ``Sandbox(mode="auto")`` runs on this machine, in one phrase for the log:
+    ``"bwrap (<walls>)"`` or ``"process (<why not bwrap>; ...)"``. Starts no jail (the probe
+    is cached)."""
+    reason = bwrap.probe()
+    if reason is None:
+        return f"bwrap ({bwrap.walls()})"
+    return f"process ({reason}; cells are not isolated from the host)"
+
+
 def forkserver_context() -> multiprocessing.context.ForkServerContext:
     """The forkserver context, with the sandbox worker module added to its preload list.
 
@@ -309,7 +319,8 @@ class Sandbox:
 
     ``mode``: "bwrap" (jails; RuntimeError if they cannot start here), "process" (forkserver
     workers, no isolation from the host) or "auto" (bwrap if a probe launch works, else
-    process with a WARNING naming the reason). ``self.mode`` is the mode that runs and
+    process, logged at ``fallback_level`` with the reason: WARNING unless the caller knows
+    the code is its own). ``self.mode`` is the mode that runs and
     ``self.walls`` what stands around its cells (which bwrap, the seccomp filter, the memory
     limit), e.g. "bundled bubblewrap 0.11.0 (no system bwrap); seccomp filter on; memory
     RLIMIT_AS per process".
@@ -319,7 +330,8 @@ class Sandbox:
     walls: str
 
     def __init__(self, timeout: float = 15.0, max_output_chars: int = 10_000,
-                 memory_mb: int = 4096, max_images: int = 8, mode: str = "auto") -> None:
+                 memory_mb: int = 4096, max_images: int = 8, mode: str = "auto",
+                 fallback_level: int = logging.WARNING) -> None:
         if timeout <= 0 or max_output_chars <= 0 or memory_mb <= 0 or max_images < 0:
             raise ValueError("timeout, max_output_chars and memory_mb must be positive")
         if mode not in _MODES:
@@ -346,8 +358,8 @@ class Sandbox:
             elif mode == "bwrap":
                 raise RuntimeError(f"sandbox mode 'bwrap' is unavailable: {reason}")
             else:
-                log.warning("sandbox: bwrap mode unavailable (%s); using process mode, which "
-                            "does NOT isolate cells from the host", reason)
+                log.log(fallback_level, "sandbox: bwrap mode unavailable (%s); using process "
+                        "mode, which does NOT isolate cells from the host", reason)
         if self.mode == "process":
             self._ctx = forkserver_context()
 
