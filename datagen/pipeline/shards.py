@@ -4,8 +4,11 @@ A shard is ``shard_size`` consecutive scenes of one split and family. ``run_shar
 scenes and poses the questions; for the SFT split it rolls out and verifies every task, for the
 RL split the posed tasks are the prompts. It writes four files under ``OUT/.datagen/shards/``:
 the rows (parquet), the rejects (JSON lines), the rows' dedup signatures (``.sig.npz``) and,
-last, a marker (JSON) with the counts. Each write is atomic and the marker is written only after
-the data, so a shard with a marker is complete and a crashed run resumes by skipping it.
+last, a marker (JSON) with the counts and the SHA-256 of the three files. Each write is atomic
+and the marker is written only after the data, so a shard with a marker is complete and a
+crashed run resumes by skipping it. A file damaged afterwards (cut short by a full disk, a bad
+copy) no longer matches its marker: ``damaged_shards`` finds it and drops the marker, and the
+shard is built again (shards are deterministic, so the rows come out the same).
 The same config and index always give byte-identical row files (for an LLM teacher: given its
 response cache).
 
@@ -21,6 +24,7 @@ difficulty and marks the tasks it always solves as trivial.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import logging
@@ -53,8 +57,9 @@ from datagen.teachers import get_teacher
 from datagen.teachers.base import SamplingTeacher, Teacher, Usage
 from datagen.teachers.weak import WeakSolver, difficulty_of
 
-__all__ = ["MarkerCache", "ShardSummary", "TaskEvent", "completed_shards", "prepare_output",
-           "run_shard", "runs_untrusted_code", "shard_files", "shard_signatures"]
+__all__ = ["MarkerCache", "ShardSummary", "TaskEvent", "completed_shards", "damaged_shards",
+           "prepare_output", "run_shard", "runs_untrusted_code", "shard_files",
+           "shard_signatures"]
 
 
 @dataclass(slots=True)
@@ -79,6 +84,8 @@ class ShardSummary:
     sandbox_mode: str
     cell_seconds: list[float] = field(default_factory=list)
     sandbox_walls: str = ""  # which bwrap, the seccomp filter, the memory limit (Sandbox.walls)
+    # SHA-256 of the shard's files ("rows", "rejects", "signatures"); empty in old markers.
+    checksums: dict[str, str] = field(default_factory=dict)
     # Grounding checks per task type: {"twin": {"pass": n, "fail": n, "na": n}, ...}, over
     # every try whose answer was right (so before any was rejected for them).
     grounding: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
@@ -345,9 +352,45 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None,
         weak_prompt_tokens=weak_usage.prompt_tokens,
         weak_completion_tokens=weak_usage.completion_tokens,
         weak_cost_usd=round(weak_usage.cost_usd, 6),
+        checksums={name: _sha256(path) for name, path in
+                   zip(_FILE_NAMES, (rows_path, rejects_path, sig_path), strict=True)},
     )
     write_text(marker_path, json.dumps(asdict(summary)))
     return summary
+
+
+_FILE_NAMES = ("rows", "rejects", "signatures")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def damaged_shards(cfg: BuildConfig, done: dict[int, ShardSummary]) -> list[int]:
+    """The finished shards whose files no longer match the checksums in their markers.
+
+    Their markers are removed, so they count as unbuilt and are built again. Reads every
+    finished shard's files once (for a resume, before any work); markers written before
+    checksums existed are trusted as before.
+    """
+    damaged = []
+    for index, summary in sorted(done.items()):
+        paths = dict(zip(_FILE_NAMES, _paths(cfg, index)[:3], strict=True))
+        for name, expected in summary.checksums.items():
+            try:
+                intact = name in paths and _sha256(paths[name]) == expected
+            except OSError:
+                intact = False
+            if not intact:
+                damaged.append(index)
+                break
+    for index in damaged:
+        _paths(cfg, index)[3].unlink(missing_ok=True)
+    return damaged
 
 
 @dataclass(slots=True)
