@@ -419,6 +419,9 @@ def verify(
         out.print(f"... and {len(report.mismatches) - len(shown)} more", markup=False)
     out.print(f"{report.rows} rows, {report.cells} cells, {report.images} images re-run "
               f"(sandbox mode {report.sandbox_mode})", markup=False, soft_wrap=True)
+    if report.answers < report.rows:
+        out.print(f"{report.rows - report.answers} rows have no gold answer (no answer column): "
+                  "their final answers were not checked", markup=False, soft_wrap=True)
     if not report.ok:
         bad = report.failed_rows
         raise RunError(f"{path}: {len(bad)} of {report.rows} rows do not re-verify (rows "
