@@ -41,8 +41,9 @@ def _own_cgroup(root: Path) -> Path | None:
 
 
 @functools.cache
-def _parent(root: Path = CGROUP_ROOT) -> Path | None:
+def _parent() -> Path | None:
     """The cgroup under which jail cgroups can be made with a memory limit, or None."""
+    root = CGROUP_ROOT
     own = _own_cgroup(root)
     if own is None or not (root / "cgroup.controllers").is_file():
         return None  # no unified hierarchy at the usual place (cgroup v1 or hybrid)
