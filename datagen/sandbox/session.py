@@ -346,7 +346,7 @@ class Sandbox:
         self._pool: JailPool | None = None
         self.mode = "process"
         # What the cells run behind, for the log, the run summary and the card.
-        self.walls = "no isolation from the host (forked processes)"
+        self.walls = "forked processes, no isolation from the host"
         if mode != "process":
             reason = bwrap.probe()
             if reason is None:
