@@ -7,6 +7,8 @@ so the cgroup side is checked on a stand-in tree with the files the kernel would
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,8 +41,14 @@ def test_a_jail_gets_a_cgroup_with_its_memory_limit(fake_root: Path) -> None:
     group = limits.JailCgroup("datagen-jail-test", 1024)
     assert group.path == fake_root / "datagen-jail-test"
     assert int((group.path / "memory.max").read_text()) == (1024 + 512) << 20
-    group.adopt(os.getpid())
-    assert (group.path / "cgroup.procs").read_text() == str(os.getpid())
+    # A process without children: the stand-in cgroup.procs keeps the last pid written.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        group.adopt(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    assert (group.path / "cgroup.procs").read_text() == str(child.pid)
 
 
 def test_without_the_memory_controller_the_limit_is_per_process(fake_root: Path) -> None:
