@@ -65,6 +65,7 @@ def main() -> None:
     fresh: dict[str, list[float]] = {k: [] for k in SNIPPETS}
     per_session: dict[str, list[float]] = {k: [] for k in SNIPPETS}
     per_cell: dict[str, list[float]] = {k: [] for k in SNIPPETS}
+    walked: list[int] = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         img.save(workdir / "input.png")
@@ -83,6 +84,7 @@ def main() -> None:
                     with sandbox.session(img) as s:
                         r = s.run(code)
                     per_session[name].append(time.perf_counter() - t)
+                    walked.append(s.cleanup_entries or 0)
                     assert r.status == "ok", r
                     t = time.perf_counter()
                     r = open_session.run(code)
@@ -91,8 +93,8 @@ def main() -> None:
     ms = {k: {kind: statistics.median(v[k]) * 1000 for kind, v in
               (("fresh", fresh), ("session", per_session), ("cell", per_cell))}
           for k in SNIPPETS}
-    print(f"sandbox mode: {sandbox.mode}; image 640x480; median of {args.repeats} interleaved "
-          f"runs; ms per call")
+    print(f"sandbox mode: {sandbox.mode} ({sandbox.walls}); python {sys.prefix}")
+    print(f"image 640x480; median of {args.repeats} interleaved runs; ms per call")
     print(f"sandbox start-up (first session's first cell, once per process): "
           f"{startup * 1000:.0f} ms\n")
     print(f"{'snippet':<17} {'(a) fresh python':>16} {'(b) new session':>16} "
@@ -102,6 +104,11 @@ def main() -> None:
               f"{m['fresh'] / m['session']:>15.1f}x {m['fresh'] / m['cell']:>8.1f}x")
     overall = statistics.median(m["fresh"] / m["session"] for m in ms.values())
     print(f"\nmedian (a)/(b) over snippets, one session per call: {overall:.1f}x (target >= 7x)")
+    print(f"session-open cost (new session, one 'pass' cell, close): {ms['pass']['session']:.1f} "
+          f"ms")
+    if walked:
+        print(f"entries the jail's cleanup looked at per session: median "
+              f"{statistics.median(walked):.0f}, most {max(walked)} (read-only binds skipped)")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def main() -> None:
     tasks = sum(s.tasks for s in shards)
     print(f"{args.n} rows, families {args.families}, {args.workers} workers, "
           f"shards of {args.shard_size} scenes, scripted teacher, sandbox "
-          f"{next(iter(shards)).sandbox_mode}")
+          f"{next(iter(shards)).sandbox_mode} ({next(iter(shards)).sandbox_walls})")
     print(f"wall time                 : {wall:8.1f} s  ({len(shards)} shards, {tasks} tasks)")
     print(f"verified samples/hour     : {verified / wall * 3600:8.0f}  ({verified} verified)")
     print(f"published rows/hour       : {report.rows / wall * 3600:8.0f}  ({report.rows} rows)")

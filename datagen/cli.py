@@ -125,6 +125,7 @@ def build(
     if cfg.teacher == "openai" or cfg.weak_model:
         openai_api_key("--teacher openai" if cfg.teacher == "openai" else "--weak-model")
     check_sources(cfg)
+    _check_jail_for_untrusted_code(cfg)
     if push:
         from datagen.release.hub import check_push
 
@@ -147,6 +148,21 @@ def build(
         (err if json_out else out).print(f"pushed {cfg.out} to {push}: {url}", markup=False)
     if any(rows < cfg.n for rows in report.by_split.values()):
         raise typer.Exit(EXIT_SHORT)
+
+
+def _check_jail_for_untrusted_code(cfg: BuildConfig) -> None:
+    """A model's code runs only in the jail, unless the user allows process mode."""
+    from datagen.errors import UsageError
+    from datagen.pipeline.shards import runs_untrusted_code
+    from datagen.sandbox.bwrap import probe
+
+    if not runs_untrusted_code(cfg) or cfg.allow_process_mode:
+        return
+    reason = probe()
+    if reason is not None:
+        raise UsageError(f"--teacher {cfg.teacher} runs code a model wrote, which runs only in "
+                         f"the bubblewrap jail, and the jail cannot start here ({reason}); "
+                         "pass --allow-process-mode to run it unjailed as you, if you trust it")
 
 
 def _print_report(cfg: BuildConfig, report: Any, quiet: bool, json_out: bool) -> None:
@@ -180,7 +196,8 @@ def _summary_table(report: Any) -> Table:
             ("acceptance rate", f"{100 * sft['acceptance_rate']:.1f} %"),
             ("rejects", ", ".join(f"{k} {v}" for k, v in sft["reject_reasons"].items())
              or "none"),
-            ("sandbox mode", s["sandbox_mode"]),
+            ("sandbox mode", s["sandbox_mode"] + (f" ({s['sandbox']})" if s.get("sandbox")
+                                                  else "")),
         ]:
             table.add_row(label, str(value))
     rl = s["splits"].get("rl")
@@ -402,6 +419,9 @@ def verify(
         out.print(f"... and {len(report.mismatches) - len(shown)} more", markup=False)
     out.print(f"{report.rows} rows, {report.cells} cells, {report.images} images re-run "
               f"(sandbox mode {report.sandbox_mode})", markup=False, soft_wrap=True)
+    if report.answers < report.rows:
+        out.print(f"{report.rows - report.answers} rows have no gold answer (no answer column): "
+                  "their final answers were not checked", markup=False, soft_wrap=True)
     if not report.ok:
         bad = report.failed_rows
         raise RunError(f"{path}: {len(bad)} of {report.rows} rows do not re-verify (rows "

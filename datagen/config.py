@@ -124,6 +124,9 @@ class BuildConfig(BaseModel):
                                    "known models' list price).")
     price_out: float | None = Field(None, ge=0, description="USD per 1M completion tokens.")
     request_timeout: float = Field(120.0, gt=0, description="Seconds per API request.")
+    allow_process_mode: bool = Field(False, description="Let an LLM teacher's code run without "
+                                     "the bubblewrap jail where it cannot start (only for "
+                                     "code you trust).")
     # Weak-to-strong difficulty: a weaker model answers each task without tools.
     weak_model: str = Field("", description="A weaker model that answers each task without "
                             "tools; its pass rate sets the difficulty (any teacher).")
@@ -299,8 +302,11 @@ class BuildConfig(BaseModel):
             msg = str(err["msg"]).removeprefix("Value error, ")
             if not err["loc"]:  # a check across options names them itself
                 raise UsageError(msg) from None
-            name = "--" + str(err["loc"][0]).replace("_", "-")
-            raise UsageError(f"{name}: {msg} (got {err.get('input')!r})") from None
+            field = str(err["loc"][0])
+            given = err.get("input")
+            if field in ("base_url", "weak_base_url") and isinstance(given, str):
+                given = public_url(given)  # never echo a password to the terminal or a log
+            raise UsageError(f"--{field.replace('_', '-')}: {msg} (got {given!r})") from None
 
     def content_key(self) -> str:
         """Hash of everything that decides the rows: same key, byte-identical shards."""

@@ -1,10 +1,13 @@
 """Reading a published set back: its rows, rejects and stats, from a folder or the Hub.
 
 ``open_published(source, config)`` accepts what ``datagen build`` wrote, a folder in the same
-layout that it did not write (``README.md`` + ``data/{config}-*.parquet``, maybe nothing else)
-or a Hub dataset id. Local folders are read with pyarrow one parquet file at a time, so a
-large set is never held whole in memory and nothing is copied into the ``datasets`` cache;
-Hub ids go through ``datasets.load_dataset``. Images come back as encoded bytes, in the order
+layout that it did not write (``README.md`` + ``data/{config}-*.parquet``, maybe nothing else),
+a folder in another Hub layout (the files the card's YAML ``configs`` name, as ``load_dataset``
+reads them: ``sft/*.parquet``, ``train-*.parquet``, a single ``default`` config; or, without
+such a card, the files ``load_dataset`` finds by their split's name) or a Hub dataset id.
+Local folders are read with pyarrow one parquet file at a time, so a large set is never held
+whole in memory and nothing is copied into the ``datasets`` cache; Hub ids go through
+``datasets.load_dataset``. Images come back as encoded bytes, in the order
 of the ``<image>`` tokens, whichever way the set was read.
 """
 
@@ -23,7 +26,7 @@ import pyarrow.parquet as pq
 from datagen.errors import UsageError
 from datagen.memory import release_memory
 
-__all__ = ["PublishedSet", "open_published", "row_images", "row_tolerance"]
+__all__ = ["PublishedSet", "card_configs", "open_published", "row_images", "row_tolerance"]
 
 _TOLERANCE = re.compile(r"rel_tol=([0-9.eE+-]+)")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -145,12 +148,86 @@ def open_published(source: str | Path, config: str = "sft",
     if folder.is_dir():
         files = tuple(sorted((folder / "data").glob(f"{config}-*.parquet")))
         if not files:
-            raise UsageError(f"{folder}: no data/{config}-*.parquet files; give a dataset "
-                             "folder written by `datagen build` or one in the same layout")
+            configs = card_configs(folder)  # a card with configs says where the files are
+            files = (_files_of_card(folder, configs, config, split) if configs
+                     else _files_by_split(folder, split))
+        if not files:
+            raise UsageError(f"{folder}: no data/{config}-*.parquet files, no {config!r} (or "
+                             f"single) config in the card's YAML naming parquet files, and no "
+                             f"parquet files named after the {split!r} split; give a dataset "
+                             "folder in a Hub layout")
         return PublishedSet(str(source), config, folder, files)
     if not _HUB_ID.fullmatch(str(source)):
         raise UsageError(f"{source}: no such folder, and not a Hub dataset id (user/name)")
     return PublishedSet(str(source), config, None, (), _load_hub(str(source), config, split))
+
+
+def card_configs(folder: Path) -> list[dict[str, Any]]:
+    """The ``configs`` of the YAML header of ``folder/README.md`` (empty when it has none)."""
+    import yaml
+
+    try:
+        text = (folder / "README.md").read_text(encoding="utf-8")
+    except OSError:
+        return []
+    if not text.startswith("---"):
+        return []
+    header = text[3:].split("\n---", 1)[0]
+    try:
+        meta = yaml.safe_load(header) or {}
+    except yaml.YAMLError:
+        return []
+    configs = meta.get("configs") if isinstance(meta, dict) else None
+    return [c for c in configs if isinstance(c, dict)] if isinstance(configs, list) else []
+
+
+def _patterns(data_files: Any, split: str) -> list[str]:
+    """The path patterns of ``split`` in a config's ``data_files`` (every form the Hub takes:
+    a pattern, a list of them, a list of ``{split, path}``, a mapping of split to paths)."""
+    if isinstance(data_files, str):
+        return [data_files] if split == "train" else []
+    if isinstance(data_files, dict):
+        paths = data_files.get(split)
+        return [paths] if isinstance(paths, str) else [str(p) for p in paths or []]
+    if not isinstance(data_files, list):
+        return []
+    found: list[str] = []
+    for entry in data_files:
+        if isinstance(entry, str) and split == "train":
+            found.append(entry)
+        elif isinstance(entry, dict) and entry.get("split", "train") == split:
+            paths = entry.get("path")
+            found += [paths] if isinstance(paths, str) else [str(p) for p in paths or []]
+    return found
+
+
+def _glob(folder: Path, patterns: list[str]) -> tuple[Path, ...]:
+    files = {p for pattern in patterns for p in folder.glob(pattern.lstrip("/"))
+             if p.is_file() and p.suffix == ".parquet"}
+    return tuple(sorted(files))
+
+
+def _files_of_card(folder: Path, configs: list[dict[str, Any]], config: str,
+                   split: str) -> tuple[Path, ...]:
+    """The parquet files that the card's config ``config`` (or its only config) names for
+    ``split``."""
+    chosen = [c for c in configs if c.get("config_name") == config]
+    if not chosen and len(configs) == 1:
+        chosen = configs  # one config ("default" or a name of its own) holds the set
+    return _glob(folder, _patterns(chosen[0].get("data_files"), split)) if chosen else ()
+
+
+def _files_by_split(folder: Path, split: str) -> tuple[Path, ...]:
+    """Without configs in the card: files named after the split, as ``load_dataset`` finds
+    them (``data/train-*``, ``train-*``, ``train/``), else every parquet file at the top or in
+    ``data/`` when the folder holds one split only."""
+    for patterns in ([f"data/{split}-*.parquet", f"data/{split}.parquet"],
+                     [f"{split}-*.parquet", f"{split}.parquet", f"{split}/*.parquet"],
+                     ["data/*.parquet", "*.parquet"]):
+        files = _glob(folder, patterns)
+        if files:
+            return files
+    return ()
 
 
 def _load_hub(name: str, config: str, split: str) -> Any:

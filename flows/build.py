@@ -42,10 +42,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from datagen.config import BuildConfig
 from datagen.errors import DatagenError, RunError, UsageError
 from datagen.paths import prefect_results_dir
-from datagen.pipeline.shards import ShardSummary, completed_shards
+from datagen.pipeline.shards import ShardSummary, completed_shards, damaged_shards
 from datagen.release.publish import PublishReport, publish
 from datagen.release.select import shards_to_build
 from datagen.run.summary import RunFacts, render_run_summary
+from datagen.sandbox import planned_mode
 from datagen.teachers.base import BudgetSpent
 from datagen.teachers.chat_api import spent
 from flows.shard_pool import (
@@ -138,11 +139,20 @@ def _map_shards(shard_task: Task[..., ShardSummary], cfg: BuildConfig,
         return _gather(runner.map(shard_task, {"cfg": unmapped(cfg), "index": indices}))
 
 
-def build_shards(cfg: BuildConfig, todo: list[int]) -> tuple[dict[int, ShardSummary], bool]:
-    """Build the shards ``todo`` (inside a flow); the finished shards on disk, the budget flag."""
+def build_shards(cfg: BuildConfig, todo: list[int], rebuild: frozenset[int] = frozenset()
+                 ) -> tuple[dict[int, ShardSummary], bool]:
+    """Build the shards ``todo`` (inside a flow); the finished shards on disk, the budget flag.
+
+    Those also in ``rebuild`` (found damaged) skip Prefect's cache of their earlier result.
+    """
     log = get_run_logger()
     shard_task = build_shard.with_options(result_storage=_results(cfg))
-    built, budget_spent = _map_shards(shard_task, cfg, todo)
+    again = [i for i in todo if i in rebuild]
+    built, budget_spent = _map_shards(shard_task, cfg, [i for i in todo if i not in rebuild])
+    if again:
+        rebuilt, spent_again = _map_shards(shard_task.with_options(refresh_cache=True), cfg,
+                                           again)
+        built, budget_spent = built + rebuilt, budget_spent or spent_again
     on_disk = completed_shards(cfg)
     # The files are the truth: a cached result whose shard is gone (a folder cleaned by hand,
     # --overwrite) is built again, this time skipping the cache.
@@ -167,7 +177,14 @@ def build(cfg: BuildConfig) -> PublishReport:
     log = get_run_logger()
     started = time.monotonic()
     done = completed_shards(cfg)
+    damaged = frozenset(damaged_shards(cfg, done))
+    if damaged:
+        log.warning("rebuilding %d finished shards whose files were damaged since (they no "
+                    "longer match the checksums in their markers): %s", len(damaged),
+                    sorted(damaged))
+        done = {i: s for i, s in done.items() if i not in damaged}
     reused = set(done)
+    log.info("sandbox: %s", planned_mode())
     if done:
         log.info("resuming: %d shards already finished", len(done))
     spending = spending_counter()
@@ -178,7 +195,7 @@ def build(cfg: BuildConfig) -> PublishReport:
     # shards it was expected to need (publishing what there is beats looping).
     while todo := shards_to_build(cfg, done):
         log.info("building %d shards (%d finished)", len(todo), len(done))
-        done, spent_now = build_shards(cfg, todo)
+        done, spent_now = build_shards(cfg, todo, damaged)
         budget_spent = budget_spent or spent_now or bool(
             cfg.max_cost and spent() >= cfg.max_cost)
         if budget_spent:
@@ -223,10 +240,10 @@ def run_build(cfg: BuildConfig, runner: Runner = "local",
         return build(cfg)
     if runner != "dask":
         raise UsageError(f"--runner {runner!r}: choose local or dask")
-    from flows.dask import dask_task_runner, prefect_api_for_dask
+    from flows.dask import dask_task_runner, prefect_api_for_dask, workers_may_fork
 
     if cfg.max_cost:
         raise UsageError("--max-cost needs --runner local: its spending counter is shared by "
                          "the processes of one machine only")
-    with prefect_api_for_dask(address):
+    with prefect_api_for_dask(address), workers_may_fork():
         return build.with_options(task_runner=dask_task_runner(cfg, address))(cfg)

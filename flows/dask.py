@@ -20,7 +20,7 @@ from datagen.errors import UsageError
 if TYPE_CHECKING:
     from prefect_dask import DaskTaskRunner
 
-__all__ = ["dask_task_runner", "prefect_api_for_dask"]
+__all__ = ["dask_task_runner", "prefect_api_for_dask", "workers_may_fork"]
 
 
 def dask_task_runner(cfg: BuildConfig, address: str | None = None) -> DaskTaskRunner:
@@ -38,6 +38,22 @@ def dask_task_runner(cfg: BuildConfig, address: str | None = None) -> DaskTaskRu
     # One thread per worker process: a shard is CPU-bound and drives its own sandbox.
     return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.workers, "threads_per_worker": 1,
                                           "processes": True, "dashboard_address": None})
+
+
+@contextlib.contextmanager
+def workers_may_fork() -> Iterator[None]:
+    """Within this block, a local cluster's worker processes are not daemonic.
+
+    multiprocessing refuses children to a daemonic process, and the process-mode sandbox's
+    workers are children of a forkserver (bwrap jails are plain subprocesses, fine either
+    way). The nanny still kills its worker when it stops. A remote cluster's workers follow
+    their own configuration: start them with ``--no-nanny`` or ``distributed.worker.daemon:
+    false`` where bwrap cannot run.
+    """
+    import dask
+
+    with dask.config.set({"distributed.worker.daemon": False}):
+        yield
 
 
 @contextlib.contextmanager

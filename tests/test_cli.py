@@ -49,6 +49,27 @@ def test_unwritable_and_existing_out_dirs_are_usage_errors(tmp_path: Path) -> No
     assert sorted(p.name for p in existing.iterdir()) == ["keep.txt"]
 
 
+@pytest.mark.parametrize("option", ["--base-url", "--weak-base-url"])
+def test_a_url_with_a_password_is_refused_without_echoing_it(tmp_path: Path,
+                                                             option: str) -> None:
+    url = "http://alice:hunter2-s3cret@llm.example:8000/v1"
+    extra = ["--weak-model", "w"] if option == "--weak-base-url" else []
+    res = datagen("build", "--out", str(tmp_path / "out"), "--teacher", "openai", "--model",
+                  "m", *extra, option, url, env={**os.environ, "OPENAI_API_KEY": "k"})
+    assert res.returncode == 2 and "no credentials in the URL" in res.stderr, res.stderr
+    assert "http://llm.example:8000/v1" in res.stderr  # which URL, without its secret
+    assert "hunter2" not in res.stderr + res.stdout and "alice" not in res.stderr
+
+
+def test_a_models_code_never_runs_unjailed_unless_allowed(tmp_path: Path) -> None:
+    env = {**os.environ, "OPENAI_API_KEY": "k", "DATAGEN_BWRAP": "/nonexistent/bwrap"}
+    out = tmp_path / "out"
+    res = datagen("build", "--out", str(out), "--teacher", "openai", "--model", "m", env=env)
+    assert res.returncode == 2, res.stderr
+    assert "bubblewrap jail" in res.stderr and "--allow-process-mode" in res.stderr
+    assert not out.exists()
+
+
 def test_unknown_option_is_a_usage_error() -> None:
     res = datagen("build", "--colour", "red")
     assert res.returncode == 2 and "No such option" in res.stderr

@@ -18,7 +18,9 @@ that holds the row's first image (the input image), exactly as during the build.
   too strict: matplotlib's anti-aliasing and fonts differ slightly across versions and
   machines, while a different crop or drawing moves the hash by far more;
 * the final ``<answer>`` must match the ``answer`` column with the build's matcher
-  (``matcher.match``), the tolerance read back from ``verification.matcher``.
+  (``matcher.match``), the tolerance read back from ``verification.matcher``. A set with no
+  ``answer`` column (such as the public CodeDance-SFT set: ``messages`` and raw image bytes)
+  has no gold answer to match; its final answers are not checked, and the report says so.
 
 The set needs nothing but its rows, so a folder downloaded from the Hub verifies the same way.
 What a row alone cannot say is not re-checked: grounding of visual-search crops needs the
@@ -182,6 +184,7 @@ class VerifyReport:
     rows: int = 0
     cells: int = 0
     images: int = 0
+    answers: int = 0  # rows whose final answer was matched against a gold one
     sandbox_mode: str = ""
     mismatches: list[Mismatch] = field(default_factory=list)
 
@@ -233,6 +236,7 @@ class RowCheck:
     mismatches: list[Mismatch] = field(default_factory=list)
     cells: int = 0
     images: int = 0
+    answer_checked: bool = True  # False when the row has no gold ``answer`` to match
 
 
 def reverify_row(index: int, row: dict[str, Any], sandbox: Sandbox) -> RowCheck:
@@ -293,10 +297,13 @@ def reverify_row(index: int, row: dict[str, Any], sandbox: Sandbox) -> RowCheck:
     if last_error is not None and "ok" not in statuses[last_error + 1:]:
         fail("exec", f"cell {last_error + 1} raised and no later cell ran cleanly")
     predicted = extract_answer(messages[-1]["content"])
-    gold, atype = str(row.get("answer")), row.get("answer_type") or "text"
+    gold, atype = row.get("answer"), row.get("answer_type") or "text"
     if predicted is None:
         fail("answer", "the last turn has no <answer>")
+    elif gold is None:
+        check.answer_checked = False  # a set without gold answers (messages + images only)
     else:
+        gold = str(gold)
         try:
             ok = match(predicted, gold, atype, row_tolerance(row))
         except ValueError as exc:  # an answer type this version does not know
@@ -333,6 +340,7 @@ def reverify(published: PublishedSet, sandbox: Sandbox, workers: int = 1,
                 report.rows += 1
                 report.cells += check.cells
                 report.images += check.images
+                report.answers += check.answer_checked
                 report.mismatches.extend(check.mismatches)
                 if progress is not None:
                     progress(report.rows)

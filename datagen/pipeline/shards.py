@@ -4,8 +4,11 @@ A shard is ``shard_size`` consecutive scenes of one split and family. ``run_shar
 scenes and poses the questions; for the SFT split it rolls out and verifies every task, for the
 RL split the posed tasks are the prompts. It writes four files under ``OUT/.datagen/shards/``:
 the rows (parquet), the rejects (JSON lines), the rows' dedup signatures (``.sig.npz``) and,
-last, a marker (JSON) with the counts. Each write is atomic and the marker is written only after
-the data, so a shard with a marker is complete and a crashed run resumes by skipping it.
+last, a marker (JSON) with the counts and the SHA-256 of the three files. Each write is atomic
+and the marker is written only after the data, so a shard with a marker is complete and a
+crashed run resumes by skipping it. A file damaged afterwards (cut short by a full disk, a bad
+copy) no longer matches its marker: ``damaged_shards`` finds it and drops the marker, and the
+shard is built again (shards are deterministic, so the rows come out the same).
 The same config and index always give byte-identical row files (for an LLM teacher: given its
 response cache).
 
@@ -21,8 +24,10 @@ difficulty and marks the tasks it always solves as trivial.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import threading
@@ -53,8 +58,9 @@ from datagen.teachers import get_teacher
 from datagen.teachers.base import SamplingTeacher, Teacher, Usage
 from datagen.teachers.weak import WeakSolver, difficulty_of
 
-__all__ = ["MarkerCache", "ShardSummary", "TaskEvent", "completed_shards", "prepare_output",
-           "run_shard", "shard_files", "shard_signatures"]
+__all__ = ["MarkerCache", "ShardSummary", "TaskEvent", "completed_shards", "damaged_shards",
+           "prepare_output", "run_shard", "runs_untrusted_code", "shard_files",
+           "shard_signatures"]
 
 
 @dataclass(slots=True)
@@ -78,6 +84,9 @@ class ShardSummary:
     seconds: float
     sandbox_mode: str
     cell_seconds: list[float] = field(default_factory=list)
+    sandbox_walls: str = ""  # which bwrap, the seccomp filter, the memory limit (Sandbox.walls)
+    # SHA-256 of the shard's files ("rows", "rejects", "signatures"); empty in old markers.
+    checksums: dict[str, str] = field(default_factory=dict)
     # Grounding checks per task type: {"twin": {"pass": n, "fail": n, "na": n}, ...}, over
     # every try whose answer was right (so before any was rejected for them).
     grounding: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
@@ -215,10 +224,22 @@ def completed_shards(cfg: BuildConfig, cache: MarkerCache | None = None
     return done
 
 
+def runs_untrusted_code(cfg: BuildConfig) -> bool:
+    """Whether the build runs code the project did not write (an LLM teacher's)."""
+    return cfg.teacher != "scripted"
+
+
 @functools.cache
-def _process_sandbox(timeout: float) -> Sandbox:
-    """One sandbox per process, reused by every shard it builds: its workers start once."""
-    return Sandbox(timeout=timeout)
+def _process_sandbox(timeout: float, untrusted: bool, allow_process_mode: bool) -> Sandbox:
+    """One sandbox per process, reused by every shard it builds: its workers start once.
+
+    The scripted teacher's code is the project's own: where bwrap cannot start it runs in
+    process mode, said once at INFO (the flow logs the mode). A model's code (``untrusted``)
+    runs only in the jail unless ``--allow-process-mode``, and then with a warning.
+    """
+    if untrusted and not allow_process_mode:
+        return Sandbox(timeout=timeout, mode="bwrap")
+    return Sandbox(timeout=timeout, fallback_level=logging.WARNING if untrusted else logging.INFO)
 
 
 T = TypeVar("T")
@@ -338,6 +359,7 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None,
         trivial=built.trivial, sides=built.sides, target_areas=built.areas,
         reasons=dict(built.reasons), styles=dict(built.styles),
         seconds=round(time.perf_counter() - started, 3), sandbox_mode=built.sandbox_mode,
+        sandbox_walls=built.sandbox_walls,
         cell_seconds=[round(s, 4) for s in built.cell_seconds], grounding=built.grounding,
         grounding_seconds=round(built.grounding_seconds, 3), attempts=built.attempts,
         api_calls=usage.calls, cached_calls=usage.cached_calls, prompt_tokens=usage.prompt_tokens,
@@ -348,9 +370,45 @@ def run_shard(cfg: BuildConfig, index: int, teacher: Teacher | None = None,
         weak_cost_usd=round(weak_usage.cost_usd, 6),
         ambiguity_checked=dict(checked), ambiguity_rejected=dict(rejected),
         ambiguity_failed=ambiguous,
+        checksums={name: _sha256(path) for name, path in
+                   zip(_FILE_NAMES, (rows_path, rejects_path, sig_path), strict=True)},
     )
     write_text(marker_path, json.dumps(asdict(summary)))
     return summary
+
+
+_FILE_NAMES = ("rows", "rejects", "signatures")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def damaged_shards(cfg: BuildConfig, done: dict[int, ShardSummary]) -> list[int]:
+    """The finished shards whose files no longer match the checksums in their markers.
+
+    Their markers are removed, so they count as unbuilt and are built again. Reads every
+    finished shard's files once (for a resume, before any work); markers written before
+    checksums existed are trusted as before.
+    """
+    damaged = []
+    for index, summary in sorted(done.items()):
+        paths = dict(zip(_FILE_NAMES, _paths(cfg, index)[:3], strict=True))
+        for name, expected in summary.checksums.items():
+            try:
+                intact = name in paths and _sha256(paths[name]) == expected
+            except OSError:
+                intact = False
+            if not intact:
+                damaged.append(index)
+                break
+    for index in damaged:
+        _paths(cfg, index)[3].unlink(missing_ok=True)
+    return damaged
 
 
 @dataclass(slots=True)
@@ -373,6 +431,7 @@ class _Built:
     attempts: int = 0
     usage: Usage = field(default_factory=Usage)
     sandbox_mode: str = "none"
+    sandbox_walls: str = ""
 
     def keep(self, task: Task, side: int, difficulty: str, trivial: bool) -> None:
         self.kept.append((task.scene.image, task.question, task.answer, task.scene.id))
@@ -388,7 +447,7 @@ def _sft_rows(cfg: BuildConfig, index: int, posed: list[tuple[Task, int]], label
     """Roll out and verify every task; verified ones become SFT rows."""
     sampling = isinstance(teacher, SamplingTeacher)
     usage_before = teacher.usage() if isinstance(teacher, SamplingTeacher) else Usage()
-    sandbox = _process_sandbox(cfg.cell_timeout)
+    sandbox = _process_sandbox(cfg.cell_timeout, runs_untrusted_code(cfg), cfg.allow_process_mode)
 
     def solve(position: int) -> list[tuple[Trajectory, Verdict]]:
         tries = _solve(cfg, posed[position][0], teacher, sandbox)
@@ -401,7 +460,7 @@ def _sft_rows(cfg: BuildConfig, index: int, posed: list[tuple[Task, int]], label
     solved = _ordered_map(solve, range(len(posed)), cfg.concurrency if sampling else 1)
     rows: list[dict[str, Any]] = []
     built = _Built(table=None, attempts=sum(len(tries) for tries in solved),
-                   sandbox_mode=sandbox.mode)
+                   sandbox_mode=sandbox.mode, sandbox_walls=sandbox.walls)
     for (task, side), tries, weak in zip(posed, solved, labels, strict=True):
         for attempt, (traj, verdict) in enumerate(tries):
             built.cell_seconds += [t.result.seconds for t in traj.turns if t.result is not None]

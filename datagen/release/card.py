@@ -201,6 +201,8 @@ def common_stats(cfg: BuildConfig, shards: list[ShardSummary],
         "generator_version": GENERATOR_VERSION,
         "command": cfg.command,
         "sandbox_mode": sft[0].sandbox_mode if sft else "none",
+        # Which bwrap, whether the seccomp filter was on, how memory was bounded.
+        "sandbox": sft[0].sandbox_walls if sft else "",
         "removed": {reason: removed[reason] for reason in REMOVAL_REASONS},
         "removed_by_split": by_split,
         "dedup": {"rule": dedup_rule(cfg).key(), "radius": cfg.dedup_radius,

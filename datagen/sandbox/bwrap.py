@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from datagen.sandbox.binary import find_bwrap
+from datagen.sandbox.limits import JailCgroup, memory_limit_kind
 from datagen.sandbox.protocol import (
     MAX_REPLY_BYTES,
     CellResult,
@@ -43,6 +45,7 @@ from datagen.sandbox.protocol import (
     dumps,
     result_from_wire,
 )
+from datagen.sandbox.seccomp import filter_program, filter_status, open_program_fd
 
 log = logging.getLogger(__name__)
 
@@ -177,13 +180,15 @@ def _mpl_cache() -> str | None:
         return None
 
 
-def _command(config: dict[str, Any], probe: bool = False) -> list[str]:
-    """The bwrap command line of a jail (or of a probe) with ``config`` for jail.py."""
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        raise FileNotFoundError("bwrap")
+def _command(config: dict[str, Any], probe: bool = False,
+             seccomp_fd: int | None = None) -> list[str]:
+    """The bwrap command line of a jail (or of a probe) with ``config`` for jail.py, and the
+    seccomp program on ``seccomp_fd`` when given."""
+    bwrap = find_bwrap()
+    if isinstance(bwrap, str):
+        raise FileNotFoundError(bwrap)
     layout = _layout()
-    argv = [bwrap]
+    argv = [bwrap.path]
     if os.geteuid() == 0:  # privileged bwrap, no user namespace: the jail drops to its uid
         argv += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
                  "--unshare-cgroup-try", "--cap-drop", "ALL", "--cap-add", "CAP_SETUID",
@@ -210,6 +215,8 @@ def _command(config: dict[str, Any], probe: bool = False) -> list[str]:
     if config.get("mpl_cache_host"):
         argv += ["--ro-bind", config["mpl_cache_host"], _MPL_DEST]
     argv += ["--remount-ro", "/", "--chdir", "/"]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     jail_cfg = {k: v for k, v in config.items() if k != "mpl_cache_host"}
     # -I: no PYTHON* variables, no user site, no cwd on sys.path. datagen's own parent dir
     # goes first on it, so an uninstalled checkout works as well as an (editable) install.
@@ -254,9 +261,15 @@ def _uid(slot: int) -> int | None:
 def jail_config(memory_mb: int, max_chars: int, max_images: int, slot: int = 0
                 ) -> dict[str, Any]:
     uid = _uid(slot)
+    layout = _layout()
+    # Read-only binds that land on the jail's writable mounts (a venv in the host's /tmp):
+    # the jail's cleanup between sessions must step around them, not walk them.
+    writable = (SCRATCH, "/tmp", "/dev/shm")
+    keep = [p for p in (*layout.binds, *layout.optional, *(p for _, p in layout.symlinks))
+            if _under(p, list(writable))]
     return {"uid": uid, "gid": uid, "memory_mb": memory_mb, "max_chars": max_chars,
             "max_images": max_images, "nproc": _NPROC, "fsize": _SCRATCH_BYTES,
-            "scratch": SCRATCH}
+            "scratch": SCRATCH, "keep": keep}
 
 
 # -- probe ------------------------------------------------------------------------------------
@@ -266,24 +279,37 @@ _probe_results: dict[tuple[str, int, str], str | None] = {}
 
 
 def probe() -> str | None:
-    """None if a jail can start on this machine, else why not. Cached per process."""
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        return "bwrap (bubblewrap) is not installed"
-    key = (bwrap, os.geteuid(), sys.executable)
+    """None if a jail (with the seccomp filter, when there is one) can start on this machine,
+    else why not. Cached per process and bwrap binary."""
+    bwrap = find_bwrap()
+    if isinstance(bwrap, str):
+        return bwrap
+    key = (bwrap.path, os.geteuid(), sys.executable)
     with _probe_lock:
         if key not in _probe_results:
             _probe_results[key] = _run_probe()
         return _probe_results[key]
 
 
+def walls() -> str:
+    """What a jail started now stands behind, for the log, the run summary and the card."""
+    bwrap = find_bwrap()
+    binary = bwrap if isinstance(bwrap, str) else bwrap.describe()
+    return f"{binary}; seccomp filter {filter_status()}; memory {memory_limit_kind()}"
+
+
 def _run_probe() -> str | None:
+    program = filter_program()
+    fd = open_program_fd(program) if program is not None else None
     try:
-        argv = _command(jail_config(64, 100, 1), probe=True)
+        argv = _command(jail_config(64, 100, 1), probe=True, seccomp_fd=fd)
         r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env={},
-                           timeout=_PROBE_TIMEOUT)
+                           timeout=_PROBE_TIMEOUT, pass_fds=() if fd is None else (fd,))
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         return f"cannot run bwrap: {exc}"
+    finally:
+        if fd is not None:
+            os.close(fd)
     if r.returncode == 0 and r.stdout.startswith(b'{"probe":"ok"'):
         return None
     err = r.stderr.decode(errors="replace").strip().splitlines()
@@ -339,18 +365,26 @@ class JailHandle:
     def __init__(self, memory_mb: int, max_chars: int, max_images: int,
                  mpl_cache: str | None) -> None:
         self.slot = _take_slot()
+        self.cgroup = JailCgroup(f"datagen-jail-{os.getpid()}-{self.slot}", memory_mb)
         config = jail_config(memory_mb, max_chars, max_images, self.slot)
         if mpl_cache:
             config.update(mpl_cache_host=mpl_cache, mpl_cache=_MPL_DEST)
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
+        program = filter_program()
+        fd = open_program_fd(program) if program is not None else None
         try:
             self.process = _launcher.popen(
-                _command(config), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=self._stderr, env={}, close_fds=True)
+                _command(config, seccomp_fd=fd), stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=self._stderr, env={}, close_fds=True,
+                pass_fds=() if fd is None else (fd,))
         except BaseException:
             self._stderr.close()
+            self.cgroup.remove()
             _give_slot(self.slot)
             raise
+        finally:
+            if fd is not None:
+                os.close(fd)  # bwrap holds its own copy
         assert self.process.stdin is not None and self.process.stdout is not None
         try:  # room for a whole image: session() need not wait for a busy jail to read it
             fcntl.fcntl(self.process.stdin.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
@@ -399,6 +433,7 @@ class JailHandle:
         except (EOFError, OSError, ValueError):
             msg = {}
         if isinstance(msg, dict) and msg.get("ready") is True:
+            self.cgroup.adopt(self.process.pid)  # before any session worker is forked
             self.ready = True
             return
         detail = msg.get("failed") if isinstance(msg, dict) else None
@@ -440,6 +475,7 @@ class JailHandle:
                     f.close()
             except OSError:
                 pass
+        self.cgroup.remove()
         _give_slot(self.slot)
 
 
@@ -533,6 +569,9 @@ class JailSession:
         self._seq = 0
         self._opened = False  # "open" sent to the current jail
         self._pending = False  # ...and its reply not read yet
+        # Entries the jail's cleanup looked at before this session opened (a jail that walked
+        # a read-only bind, such as a venv in the host's /tmp, would say tens of thousands).
+        self.walked: int | None = None
         self._jail: JailHandle | None = pool.acquire()
         if self._jail.poll_ready():  # usual case: an idle warm jail; start the worker now
             self._send_open(self._jail)
@@ -556,6 +595,8 @@ class JailSession:
         if not (isinstance(reply, dict) and reply.get("ok") is True):
             error = reply.get("error") if isinstance(reply, dict) else reply
             raise RuntimeError(f"sandbox worker failed to start:\n{error}")
+        walked = reply.get("walked")
+        self.walked = walked if isinstance(walked, int) else None
 
     def _ready_jail(self) -> JailHandle:
         """The session's jail, started and with this session's worker open."""

@@ -21,9 +21,11 @@ writes ``input_image.jpg`` and serves cells. The jail enforces each cell's timeo
 timeout, a crash or "close" it SIGKILLs the worker's group and then every other process in
 the jail's pid namespace (``kill(-1)``: all but itself and pid 1, so ``setsid`` daemons die
 too), answers, and only then, before reading the next request, reaps them and empties
-/scratch, /tmp and /dev/shm (after a timeout or a crash it also forks a fresh worker for the
-same image: the documented state reset). The image comes from the parent, as trusted as the
-request itself; the jail refuses one whose pixels exceed a worker's memory limit.
+/scratch, /tmp and /dev/shm of what sessions wrote, stepping around the read-only binds that
+land there, such as a venv in the host's /tmp (after a timeout or a crash it also forks a
+fresh worker for the same image: the documented state reset). The image comes from the
+parent, as trusted as the request itself; the jail refuses one whose pixels exceed a worker's
+memory limit.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from datagen.sandbox.protocol import (
     dumps,
     failure,
 )
-from datagen.sandbox.scratch import remove
+from datagen.sandbox.scratch import empty_dir
 
 _PR_SET_DUMPABLE = 4
 _PR_CAPBSET_DROP = 24
@@ -163,6 +165,7 @@ class JailServer:
         self.dying: tuple[int, int] | None = None  # (pid, pidfd) of the last worker killed
         self.start_error = ""
         self.count = 0
+        self.walked = 0  # entries the last cleanup looked at (reported with "open")
 
     def serve(self) -> None:
         try:
@@ -180,7 +183,8 @@ class JailServer:
                     self._cleanup()
                     self.image = frame
                     self._start_worker()
-                    reply: dict[str, Any] = ({"ok": True} if self.worker is not None
+                    reply: dict[str, Any] = ({"ok": True, "walked": self.walked}
+                                             if self.worker is not None
                                              else {"ok": False, "error": self.start_error})
                 elif op == "run":
                     reply = {"seq": req["seq"],
@@ -419,13 +423,8 @@ class JailServer:
             except OSError:
                 pass
         _sweep()
-        for top in (self.cfg["scratch"], *_CLEAN_DIRS):
-            try:
-                names = os.listdir(top)
-            except OSError:
-                continue
-            for name in names:
-                remove(os.path.join(top, name))
+        keep = self.cfg.get("keep", ())
+        self.walked = sum(empty_dir(top, keep) for top in (self.cfg["scratch"], *_CLEAN_DIRS))
         os.makedirs(os.environ["MPLCONFIGDIR"], exist_ok=True)
         self.dirty = False
 

@@ -50,6 +50,16 @@ _STARTUP_TIMEOUT = 120.0
 _preload_lock = threading.Lock()
 
 
+def planned_mode() -> str:
+    """What ``Sandbox(mode="auto")`` runs on this machine, in one phrase for the log:
+    ``"bwrap (<walls>)"`` or ``"process (<why not bwrap>; ...)"``. Starts no jail (the probe
+    is cached)."""
+    reason = bwrap.probe()
+    if reason is None:
+        return f"bwrap ({bwrap.walls()})"
+    return f"process ({reason}; cells are not isolated from the host)"
+
+
 def forkserver_context() -> multiprocessing.context.ForkServerContext:
     """The forkserver context, with the sandbox worker module added to its preload list.
 
@@ -272,6 +282,15 @@ class Session:
             return self._backend.scratch_dir
         return None
 
+    @property
+    def cleanup_entries(self) -> int | None:
+        """In "bwrap" mode, the entries the jail's cleanup looked at before this session
+        opened (known once a cell has run; a few per file the last session wrote). None in
+        "process" mode."""
+        if isinstance(self._backend, JailSession):
+            return self._backend.walked
+        return None
+
     def run(self, code: str, timeout: float | None = None) -> CellResult:
         """Run one cell; wait at most ``timeout`` s (default: the Sandbox's)."""
         if self._closed:
@@ -300,13 +319,19 @@ class Sandbox:
 
     ``mode``: "bwrap" (jails; RuntimeError if they cannot start here), "process" (forkserver
     workers, no isolation from the host) or "auto" (bwrap if a probe launch works, else
-    process with a WARNING naming the reason). ``self.mode`` is the mode that runs.
+    process, logged at ``fallback_level`` with the reason: WARNING unless the caller knows
+    the code is its own). ``self.mode`` is the mode that runs and
+    ``self.walls`` what stands around its cells (which bwrap, the seccomp filter, the memory
+    limit), e.g. "bundled bubblewrap 0.11.0 (no system bwrap); seccomp filter on; memory
+    RLIMIT_AS per process".
     """
 
     mode: str
+    walls: str
 
     def __init__(self, timeout: float = 15.0, max_output_chars: int = 10_000,
-                 memory_mb: int = 4096, max_images: int = 8, mode: str = "auto") -> None:
+                 memory_mb: int = 4096, max_images: int = 8, mode: str = "auto",
+                 fallback_level: int = logging.WARNING) -> None:
         if timeout <= 0 or max_output_chars <= 0 or memory_mb <= 0 or max_images < 0:
             raise ValueError("timeout, max_output_chars and memory_mb must be positive")
         if mode not in _MODES:
@@ -320,18 +345,21 @@ class Sandbox:
         self._closed = False
         self._pool: JailPool | None = None
         self.mode = "process"
+        # What the cells run behind, for the log, the run summary and the card.
+        self.walls = "forked processes, no isolation from the host"
         if mode != "process":
             reason = bwrap.probe()
             if reason is None:
                 self._pool = JailPool(memory_mb, max_output_chars, max_images)
                 self.mode = "bwrap"
+                self.walls = bwrap.walls()
                 # Jails die with this process anyway; this also covers a forgotten close().
                 weakref.finalize(self, self._pool.close)
             elif mode == "bwrap":
                 raise RuntimeError(f"sandbox mode 'bwrap' is unavailable: {reason}")
             else:
-                log.warning("sandbox: bwrap mode unavailable (%s); using process mode, which "
-                            "does NOT isolate cells from the host", reason)
+                log.log(fallback_level, "sandbox: bwrap mode unavailable (%s); using process "
+                        "mode, which does NOT isolate cells from the host", reason)
         if self.mode == "process":
             self._ctx = forkserver_context()
 

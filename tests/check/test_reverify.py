@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageOps
 
 from datagen.check.verify import reverify
 from datagen.reader import open_published
 from datagen.sandbox import Sandbox
-from tests.support.sft_sets import build_sft_set, datagen, hub_layout_copy, read_rows, write_rows
+from tests.support.sft_sets import (
+    build_sft_set,
+    datagen,
+    hub_layout_copy,
+    parquet_file,
+    read_rows,
+    write_rows,
+)
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +109,62 @@ def test_a_folder_without_sft_files_is_a_usage_error(tmp_path: Path) -> None:
     result = datagen("verify", str(tmp_path))
     assert result.returncode == 2
     assert "no data/sft-*.parquet" in result.stderr
+
+
+def _card(configs: str) -> str:
+    return f"---\nconfigs:\n{configs}---\n# A set laid out its own way\n"
+
+
+@pytest.mark.parametrize(("card", "where"), [
+    # A config named sft whose files live elsewhere, one split listed by name.
+    ("- config_name: sft\n  data_files:\n  - split: train\n    path: sft/*.parquet\n",
+     "sft/part-0.parquet"),
+    # One default config, its files given as a bare pattern at the top of the folder.
+    ("- config_name: default\n  data_files: train-*.parquet\n", "train-00000-of-00001.parquet"),
+])
+def test_verify_reads_the_files_the_cards_configs_name(built: Path, tmp_path: Path, card: str,
+                                                       where: str) -> None:
+    import datasets
+
+    other = tmp_path / "other"
+    (other / where).parent.mkdir(parents=True, exist_ok=True)
+    (other / "README.md").write_text(_card(card))
+    shutil.copy(parquet_file(built), other / where)
+    name = "sft" if "config_name: sft" in card else "default"
+    assert len(datasets.load_dataset(str(other), name, split="train")) == 6  # what HF reads
+    assert len(open_published(other)) == 6  # ... we read
+    result = datagen("verify", str(other), "--workers", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "6 rows" in result.stdout and "every row re-verified" in result.stdout
+
+
+def test_verify_re_executes_a_set_shaped_like_the_public_codedance_sft_card(
+        built: Path, tmp_path: Path) -> None:
+    """Only ``messages`` and ``images`` as raw bytes (no ids, no answers), one default config:
+    the cells still re-run and their observations and images are checked."""
+    import datasets
+
+    rows = read_rows(built)
+    table = pa.table({
+        "messages": pa.array([r["messages"] for r in rows]),
+        "images": pa.array([[img["bytes"] for img in r["images"]] for r in rows],
+                           pa.list_(pa.binary())),
+    })
+    folder = tmp_path / "codedance-sft"
+    (folder / "data").mkdir(parents=True)
+    pq.write_table(table, folder / "data" / "train-00000-of-00001.parquet")
+    (folder / "README.md").write_text(_card(
+        "- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*\n"))
+    assert len(datasets.load_dataset(str(folder), split="train")) == 6
+    result = datagen("verify", str(folder), "--workers", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "every row re-verified" in result.stdout
+    assert "6 rows have no gold answer" in result.stdout
+    # ... and a changed observation is still caught in that layout.
+    k = _code_turn(rows[2]) + 1
+    rows[2]["messages"][k]["content"] = rows[2]["messages"][k]["content"].replace(
+        "\n</tool_response>", "\nforged\n</tool_response>")
+    pq.write_table(table.set_column(0, "messages", pa.array([r["messages"] for r in rows])),
+                   folder / "data" / "train-00000-of-00001.parquet")
+    result = datagen("verify", str(folder), "--workers", "1")
+    assert result.returncode == 1 and "row 2 (2): observation" in result.stdout, result.stdout

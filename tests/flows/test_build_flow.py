@@ -9,6 +9,7 @@ import pytest
 
 from datagen.config import BuildConfig
 from datagen.pipeline.shards import completed_shards, prepare_output
+from datagen.sandbox.bwrap import probe
 from flows.build import build
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -144,9 +145,14 @@ def test_pool_workers_build_shards_without_loading_prefect() -> None:
     assert found == []
 
 
-def test_the_same_flow_on_a_local_dask_cluster_gives_the_same_rows(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sandbox", ["auto", "process"])
+def test_the_same_flow_on_a_local_dask_cluster_gives_the_same_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox: str) -> None:
     pytest.importorskip("prefect_dask")
     from flows.build import run_build
+
+    if sandbox == "process":  # no bwrap at all: the Dask workers fork sandbox workers
+        monkeypatch.setenv("DATAGEN_BWRAP", "/nonexistent/bwrap")
 
     cfg = BuildConfig(n=8, out=tmp_path / "local", shard_size=2, questions_per_scene=3,
                       workers=1, cell_timeout=10.0)
@@ -158,6 +164,9 @@ def test_the_same_flow_on_a_local_dask_cluster_gives_the_same_rows(tmp_path: Pat
     assert report.rows == 8
     assert _load(on_dask.out)["id"] == _load(cfg.out)["id"]
     assert "runner | dask" in _artifact(on_dask)
+    modes = {s.sandbox_mode for s in completed_shards(on_dask).values()}
+    jailed = sandbox == "auto" and probe() is None
+    assert modes == ({"bwrap"} if jailed else {"process"}), modes
 
 
 def test_dask_runner_options_are_checked_before_any_work(tmp_path: Path) -> None:

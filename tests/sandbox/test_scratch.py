@@ -1,4 +1,5 @@
-"""Cleanup of what cells wrote: files, links and locked trees go; nothing raises."""
+"""Cleanup of what cells wrote: files, links and locked trees go; nothing raises; what the jail
+only reads (a venv bound into its /tmp) is neither removed nor walked."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from datagen.sandbox.scratch import remove
+from datagen.sandbox.scratch import empty_dir, remove
 
 NOBODY = 65534
 
@@ -59,3 +60,27 @@ def test_a_locked_tree_goes_for_a_plain_user() -> None:
         finally:
             os._exit(code)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+def _venv_like(root: Path, files: int) -> Path:
+    venv = root / "venv"
+    for i in range(files):
+        d = venv / f"pkg{i // 100}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"m{i}.py").write_text("")
+    return venv
+
+
+def test_empty_dir_steps_around_what_it_must_keep(tmp_path: Path) -> None:
+    top = tmp_path / "tmp"
+    venv = _venv_like(top / "ci" / "clone", 500)  # as bound into the jail's /tmp
+    (top / "ci" / "stray.txt").write_text("a session wrote here")
+    (top / "mine" / "deep").mkdir(parents=True)
+    (top / "mine" / "deep" / "f").write_text("x")
+    seen = empty_dir(str(top), keep=[str(venv)])
+    assert sorted(p.name for p in top.iterdir()) == ["ci"]
+    assert sorted(p.name for p in (top / "ci").iterdir()) == ["clone"]
+    assert len(list(venv.rglob("*.py"))) == 500  # kept, and not even looked at:
+    assert seen < 10, seen
+    # Without being told, the same call walks (and removes) all of it: the count tells.
+    assert empty_dir(str(top)) > 500 and not any(top.iterdir())

