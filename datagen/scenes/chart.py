@@ -18,7 +18,7 @@ import functools
 import io
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypedDict
 
 import numpy as np
@@ -797,15 +797,21 @@ def _q_scatter_count_above(spec: Spec, rng: Rng) -> Draft | None:
     if thr is None:
         return None
     name = s["name"] if len(spec["series"]) > 1 else None
-    return _draft(spec, "scatter_count_above",
-                  {"series": name, "total": False, "threshold": thr}, rng)
+    return _counted(_draft(spec, "scatter_count_above",
+                           {"series": name, "total": False, "threshold": thr}, rng))
 
 
 def _q_scatter_count(spec: Spec, rng: Rng) -> Draft | None:
     s = spec["series"][int(rng.integers(len(spec["series"])))]
     if len(spec["series"]) < 2:
         return None  # its phrasings name the series, and a lone series' name is not printed
-    return _draft(spec, "scatter_count", {"series": s["name"], "total": False}, rng)
+    return _counted(_draft(spec, "scatter_count", {"series": s["name"], "total": False}, rng))
+
+
+def _counted(draft: Draft | None) -> Draft | None:
+    """A count question's draft with its markers counted one by one in its ``Effort``."""
+    return None if draft is None else replace(draft, effort={**draft.effort,
+                                                             "counted": int(draft.answer)})
 
 
 def _q_scatter_compare(spec: Spec, rng: Rng) -> Draft | None:
